@@ -23,7 +23,7 @@ def entity_key(entity_id: int) -> str:
 
 def entity_id(key: str) -> int:
     """Inverse of :func:`entity_key`."""
-    return int(key[len(KEY_PREFIX):])
+    return int(key[len(KEY_PREFIX) :])
 
 
 DDL = f"""
@@ -62,7 +62,10 @@ RESET = (
     f"ALTER TABLE {TABLE} ENABLE TRIGGER cachestorm_notify_on_commit",
 )
 
-WRITE = f"UPDATE {TABLE} SET version = version + 1, payload = %s, updated_at = now() WHERE id = %s RETURNING version"
+WRITE = (
+    f"UPDATE {TABLE} SET version = version + 1, payload = %s, updated_at = now()"
+    " WHERE id = %s RETURNING version"
+)
 READ = f"SELECT version, payload FROM {TABLE} WHERE id = %s"
 READ_ALL_VERSIONS = f"SELECT id, version FROM {TABLE} ORDER BY id"
 

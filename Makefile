@@ -1,0 +1,38 @@
+# make demo: a headless run on embedded services, a ramp to 500 users, then the verdict.
+# make test: the test suite. Both create ./.venv from requirements.txt when it is missing.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_ID ?= $(shell date +%Y%m%d-%H%M%S)
+RESULTS ?= results
+DEMO_ARGS ?=
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/locust: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	@touch $@
+
+demo: $(BIN)/locust
+	$(BIN)/locust -f locustfile.py --headless --only-summary --strategy versioned \
+		--results-dir $(RESULTS) --run-id $(RUN_ID) \
+		--csv $(RESULTS)/$(RUN_ID)/locust --html $(RESULTS)/$(RUN_ID)/locust.html $(DEMO_ARGS)
+	$(BIN)/python -m analysis $(RESULTS)/$(RUN_ID)
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/locust
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cachestorm analysis users shapes locustfile.py
+
+bench: $(BIN)/locust
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(RESULTS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,703 @@
+"""The checks: small pure functions from an op history to a :class:`CheckResult`.
+
+Modelled on Jepsen's checkers: each check looks at the whole history, counts violations of one
+property, reports figures and a few of the worst offending rows, and the results compose into one
+:class:`Verdict`. Every check is vectorised (sorting, ``merge_asof``, grouped cumulative maxima);
+none loops over rows, so a history of millions of operations is checked in seconds. Precise
+definitions and the reasoning behind them are in docs/checks.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import COLUMNS, normalise
+from analysis.verdict import CheckResult, Verdict, jsonable
+
+NS_PER_US = 1_000
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+NO_HISTORY = "no op history (history/*.parquet)"
+NO_RUN_NOTE = (
+    "run.json is missing: the run did not finish collecting (crashed or killed), "
+    "so the history may be partial"
+)
+WS_OPS = ("ws_open", "ws_recv", "ws_close")
+LATENCY_GROUPS = ("read_hit", "read_miss", "write", "fill", "notification")
+CHECK_NAMES = (
+    "stale_read",
+    "future_read",
+    "monotonic_read",
+    "ws_delivery",
+    "divergence",
+    "hit_ratio",
+    "latency",
+    "history_complete",
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs of the analysis, in nanoseconds.
+
+    ``tolerance_ns`` widens every "before" across processes to absorb clock uncertainty between
+    hosts; ``ws_grace_ns`` is how long after opening / before closing a WebSocket connection a
+    write is not yet / no longer expected to be delivered.
+    """
+
+    tolerance_ns: int = 0
+    ws_grace_ns: int = NS_PER_S
+    examples: int = 5
+    tolerance_from: str = "default"
+
+    @classmethod
+    def resolve(
+        cls,
+        run: dict[str, Any] | None,
+        tolerance_ms: float | None = None,
+        ws_grace_s: float | None = None,
+        examples: int = 5,
+    ) -> Options:
+        """Options from the CLI values, falling back on ``run.json``'s clock uncertainty."""
+        if tolerance_ms is not None:
+            tolerance, source = round(tolerance_ms * NS_PER_MS), "--tolerance"
+        else:
+            tolerance, source = 0, "default"
+            uncertainty = (run or {}).get("clock_uncertainty_ns")
+            if isinstance(uncertainty, int | float) and not isinstance(uncertainty, bool) and uncertainty > 0:
+                tolerance, source = int(uncertainty), "run.json clock_uncertainty_ns"
+        grace = NS_PER_S if ws_grace_s is None else round(ws_grace_s * NS_PER_S)
+        return cls(
+            tolerance_ns=max(int(tolerance), 0),
+            ws_grace_ns=max(int(grace), 0),
+            examples=examples,
+            tolerance_from=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as reported in ``summary.json``."""
+        return {
+            "tolerance_ns": self.tolerance_ns,
+            "tolerance_from": self.tolerance_from,
+            "ws_grace_s": self.ws_grace_ns / NS_PER_S,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _ops(history: pd.DataFrame, mask: pd.Series, *, versioned: bool = True) -> pd.DataFrame:
+    """The rows under ``mask`` that name a key, as a compact frame of plain numpy columns.
+
+    ``key`` is the categorical code (an int) so merges and group-bys compare integers, and ``row``
+    is the history index so examples can quote the original row.
+    """
+    sub = history.loc[mask & history["key"].notna()]
+    if versioned:
+        sub = sub.loc[sub["version"].notna()]
+    frame = pd.DataFrame(
+        {
+            "row": sub.index.to_numpy(dtype="int64"),
+            "process": sub["process"].to_numpy(dtype="int64"),
+            "key": sub["key"].cat.codes.to_numpy().astype("int64"),
+            "t_invoke": sub["t_invoke"].to_numpy(dtype="int64"),
+            "t_complete": sub["t_complete"].to_numpy(dtype="int64"),
+            "source": sub["source"].to_numpy(),
+        }
+    )
+    if versioned:
+        frame["version"] = sub["version"].to_numpy(dtype="int64")
+    return frame
+
+
+def _is(history: pd.DataFrame, f: str, status: str | None = "ok") -> pd.Series:
+    mask = history["f"] == f
+    return mask & (history["status"] == status) if status is not None else mask
+
+
+def _percentiles_us(values_ns: np.ndarray, spec: dict[str, float]) -> dict[str, float | None]:
+    """Exact percentiles (numpy, linear interpolation) of nanosecond values, in microseconds."""
+    if len(values_ns) == 0:
+        return dict.fromkeys(spec)
+    us = np.asarray(values_ns, dtype="float64") / NS_PER_US
+    points = np.percentile(us, list(spec.values()))
+    return {name: round(float(v), 3) for name, v in zip(spec, points, strict=True)}
+
+
+def _examples(
+    history: pd.DataFrame,
+    rows: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """History rows ``rows`` (already in worst-first order, a handful) as JSON-ready dicts."""
+    out: list[dict[str, Any]] = []
+    rows = np.asarray(rows, dtype="int64")
+    sub = history.loc[rows, list(COLUMNS)]
+    for i, row in enumerate(rows):
+        record: dict[str, Any] = {"row": int(row)}
+        for column in COLUMNS:
+            record[column] = jsonable(sub.iloc[i][column])
+        for name, values in (extra or {}).items():
+            record[name] = jsonable(values[i])
+        out.append(record)
+    return out
+
+
+def _max_completed_before(
+    reads: pd.DataFrame, writes_by_completion: pd.DataFrame, cut: np.ndarray
+) -> np.ndarray:
+    """For each read, the highest version among writes of its key completed strictly before ``cut``.
+
+    ``writes_by_completion`` is sorted by ``t_complete`` and has a per-key running ``max_version``,
+    so the last such write before the cut carries the answer. NaN when no write precedes the cut.
+    """
+    result = np.full(len(reads), np.nan)
+    if len(reads) == 0 or len(writes_by_completion) == 0:
+        return result
+    left = pd.DataFrame({"i": np.arange(len(reads)), "key": reads["key"].to_numpy(), "cut": cut})
+    left = left.sort_values("cut", kind="stable")
+    right = writes_by_completion[["t_complete", "key", "max_version"]]
+    merged = pd.merge_asof(
+        left,
+        right,
+        left_on="cut",
+        right_on="t_complete",
+        by="key",
+        allow_exact_matches=False,
+        direction="backward",
+    )
+    result[merged["i"].to_numpy()] = merged["max_version"].to_numpy(dtype="float64", na_value=np.nan)
+    return result
+
+
+def _running_max(writes: pd.DataFrame) -> pd.DataFrame:
+    """Ok writes sorted by completion, with the per-key running maximum of versions committed."""
+    ordered = writes.sort_values("t_complete", kind="stable").reset_index(drop=True)
+    ordered["max_version"] = ordered.groupby("key", sort=False)["version"].cummax()
+    return ordered
+
+
+def _regressions(
+    group_a: np.ndarray, group_b: np.ndarray, order_by: np.ndarray, version: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Within each (a, b) group in ``order_by`` order, the highest version seen before each row.
+
+    Returns ``(order, previous_max)``: the sorting permutation and, in that order, the maximum of
+    earlier versions in the row's group (-inf for a group's first row). A row went backwards when
+    its version is below ``previous_max``.
+    """
+    order = np.lexsort((order_by, group_b, group_a))
+    a, b, v = group_a[order], group_b[order], version[order].astype("float64")
+    starts = np.ones(len(order), dtype=bool)
+    if len(order) > 1:
+        starts[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    group = np.cumsum(starts)
+    running = pd.Series(v).groupby(group, sort=False).cummax().to_numpy()
+    previous = np.empty(len(order))
+    if len(order):
+        previous[0] = -np.inf
+        previous[1:] = running[:-1]
+        previous[starts] = -np.inf
+    return order, previous
+
+
+def _sorted_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and the index of each one's first occurrence.
+
+    Sort-based rather than ``np.unique``, whose hashing is several times slower on large int arrays.
+    """
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    keep = np.ones(len(ordered), dtype=bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep], order[keep]
+
+
+def _member(sorted_unique: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.isin`` for a sorted, unique haystack: a binary search instead of sorting both sides."""
+    if len(sorted_unique) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
+    return sorted_unique[pos] == values
+
+
+def _worst(score: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest scores, largest first (stable for ties)."""
+    if len(score) == 0 or n <= 0:
+        return np.array([], dtype="int64")
+    return np.argsort(-np.asarray(score, dtype="float64"), kind="stable")[:n]
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks
+
+
+def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int = 5) -> CheckResult:
+    """Ok reads that returned a version older than one whose write had already completed.
+
+    A read of key k invoked at t is stale when some ok write of k with a higher version completed
+    strictly before ``t - tolerance_ns``.
+    """
+    name = "stale_read"
+    history = normalise(history)
+    reads = _ops(history, _is(history, "read"))
+    if len(reads) == 0:
+        return CheckResult.skip(name, "no ok reads with a version", {"tolerance_ns": tolerance_ns})
+    writes = _running_max(_ops(history, _is(history, "write")))
+    cut = reads["t_invoke"].to_numpy() - tolerance_ns
+    seen_max = _max_completed_before(reads, writes, cut)
+    versions = reads["version"].to_numpy()
+    stale = np.nan_to_num(seen_max, nan=-np.inf) > versions
+    stale_reads = reads.loc[stale].reset_index(drop=True)
+
+    figures: dict[str, Any] = {
+        "reads_checked": len(reads),
+        "stale": int(stale.sum()),
+        "tolerance_ns": tolerance_ns,
+    }
+    age_ns = np.array([], dtype="int64")
+    missed = pd.DataFrame()
+    if len(stale_reads):
+        # The running max only grows, so the first write whose running max exceeds the read's version
+        # is the earliest-completing write the read missed: find it with a forward asof on versions.
+        first = writes["max_version"] > writes.groupby("key", sort=False)["max_version"].shift(
+            fill_value=np.iinfo("int64").min
+        )
+        records = writes.loc[first, ["key", "max_version", "t_complete", "version", "process", "row"]]
+        records = records.rename(
+            columns={
+                "t_complete": "w_t_complete",
+                "version": "w_version",
+                "process": "w_process",
+                "row": "w_row",
+            }
+        ).sort_values("max_version", kind="stable")
+        left = stale_reads[["key", "version", "t_invoke", "row"]].sort_values("version", kind="stable")
+        missed = pd.merge_asof(
+            left,
+            records,
+            left_on="version",
+            right_on="max_version",
+            by="key",
+            direction="forward",
+            allow_exact_matches=False,
+        )
+        age_ns = missed["t_invoke"].to_numpy() - missed["w_t_complete"].to_numpy(dtype="int64")
+    pct = _percentiles_us(age_ns, {"p50": 50, "p99": 99, "max": 100})
+    figures.update({"age_p50_us": pct["p50"], "age_p99_us": pct["p99"], "age_max_us": pct["max"]})
+    sources = reads["source"]
+    figures["by_source"] = {
+        src: {"reads": int((sources == src).sum()), "stale": int((sources[stale] == src).sum())}
+        for src in ("hit", "miss")
+    }
+
+    shown: list[dict[str, Any]] = []
+    if len(missed):
+        worst = _worst(age_ns, examples)
+        pick = missed.iloc[worst]
+        shown = _examples(
+            history,
+            pick["row"].to_numpy(),
+            {
+                "age_us": age_ns[worst] / NS_PER_US,
+                "missed_write": np.array(
+                    [
+                        {"row": int(r), "process": int(p), "version": int(v), "t_complete": int(t)}
+                        for r, p, v, t in zip(
+                            pick["w_row"],
+                            pick["w_process"],
+                            pick["w_version"],
+                            pick["w_t_complete"],
+                            strict=True,
+                        )
+                    ],
+                    dtype=object,
+                ),
+            },
+        )
+    count = figures["stale"]
+    return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
+
+
+def check_future_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int = 5) -> CheckResult:
+    """Ok reads of a version that cannot exist yet.
+
+    Version v of a key exists only once v writes of it committed, so a read returning v needs at
+    least v writes of the key (ok or info; fail writes had no effect) invoked before it completed
+    (plus ``tolerance_ns``). A negative version is always a violation.
+    """
+    name = "future_read"
+    history = normalise(history)
+    reads = _ops(history, _is(history, "read"))
+    if len(reads) == 0:
+        return CheckResult.skip(name, "no ok reads with a version", {"tolerance_ns": tolerance_ns})
+    maybe = (history["f"] == "write") & history["status"].isin(["ok", "info"])
+    writes = _ops(history, maybe, versioned=False).sort_values("t_invoke", kind="stable")
+    writes["count"] = writes.groupby("key", sort=False).cumcount() + 1
+    invoked = np.zeros(len(reads))
+    if len(writes):
+        left = pd.DataFrame(
+            {
+                "i": np.arange(len(reads)),
+                "key": reads["key"].to_numpy(),
+                "cut": reads["t_complete"].to_numpy() + tolerance_ns,
+            }
+        ).sort_values("cut", kind="stable")
+        merged = pd.merge_asof(
+            left,
+            writes[["t_invoke", "key", "count"]],
+            left_on="cut",
+            right_on="t_invoke",
+            by="key",
+            direction="backward",
+            allow_exact_matches=True,
+        )
+        invoked[merged["i"].to_numpy()] = merged["count"].to_numpy(dtype="float64", na_value=0.0)
+    versions = reads["version"].to_numpy()
+    negative = versions < 0
+    ahead = versions > invoked
+    bad = negative | ahead
+    excess = np.where(negative, np.inf, versions - invoked)[bad]
+    rows = reads["row"].to_numpy()[bad]
+    worst = _worst(excess, examples)
+    shown = _examples(history, rows[worst], {"writes_invoked_before": invoked[bad][worst].astype("int64")})
+    count = int(bad.sum())
+    figures = {
+        "reads_checked": len(reads),
+        "future": int(ahead.sum()),
+        "negative": int(negative.sum()),
+        "writes_considered": len(writes),
+        "tolerance_ns": tolerance_ns,
+    }
+    return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
+
+
+def check_monotonic_read(history: pd.DataFrame, examples: int = 5) -> CheckResult:
+    """Ok reads by one process of one key that went back below a version it had already seen."""
+    name = "monotonic_read"
+    history = normalise(history)
+    reads = _ops(history, _is(history, "read"))
+    if len(reads) == 0:
+        return CheckResult.skip(name, "no ok reads with a version")
+    order, previous = _regressions(
+        reads["process"].to_numpy(),
+        reads["key"].to_numpy(),
+        reads["t_invoke"].to_numpy(),
+        reads["version"].to_numpy(),
+    )
+    versions = reads["version"].to_numpy()[order]
+    back = versions < previous
+    drop = (previous - versions)[back]
+    rows = reads["row"].to_numpy()[order][back]
+    worst = _worst(drop, examples)
+    shown = _examples(history, rows[worst], {"previously_seen": previous[back][worst].astype("int64")})
+    count = int(back.sum())
+    figures = {
+        "reads_checked": len(reads),
+        "regressions": count,
+        "processes": int(reads["process"].nunique()),
+        "max_regression": int(drop.max()) if count else 0,
+    }
+    return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
+
+
+def _connections(history: pd.DataFrame, grace_ns: int) -> pd.DataFrame:
+    """One row per opened connection: process and the window in which writes must be delivered.
+
+    A connection opened by an ok ``ws_open`` ends at the process's next ``ws_close``, or at its next
+    ``ws_open`` if it reopened without a close being recorded, or else at the end of the history.
+    """
+    opens = history.loc[_is(history, "ws_open"), ["process", "t_invoke", "t_complete"]]
+    opens = opens.sort_values(["process", "t_invoke"], kind="stable").reset_index(drop=True)
+    if len(opens) == 0:
+        return pd.DataFrame({"process": [], "start": [], "end": []}, dtype="int64")
+    closes = history.loc[_is(history, "ws_close", None), ["process", "t_invoke"]].rename(
+        columns={"t_invoke": "close_t"}
+    )
+    horizon = int(history["t_complete"].max())
+    end = np.full(len(opens), horizon, dtype="int64")
+    if len(closes):
+        merged = pd.merge_asof(
+            opens.reset_index().sort_values("t_complete", kind="stable"),
+            closes.sort_values("close_t", kind="stable"),
+            left_on="t_complete",
+            right_on="close_t",
+            by="process",
+            direction="forward",
+        )
+        close_t = merged["close_t"].to_numpy(dtype="float64", na_value=np.nan)
+        has = ~np.isnan(close_t)
+        end[merged["index"].to_numpy()[has]] = close_t[has].astype("int64")
+    same = opens["process"].to_numpy()
+    next_open = opens["t_invoke"].shift(-1).to_numpy(dtype="float64", na_value=np.nan)
+    reopened = np.zeros(len(opens), dtype=bool)
+    reopened[:-1] = same[1:] == same[:-1]
+    end = np.where(reopened, np.minimum(end, np.nan_to_num(next_open, nan=horizon).astype("int64")), end)
+    return pd.DataFrame(
+        {
+            "process": opens["process"].to_numpy(),
+            "start": opens["t_complete"].to_numpy() + grace_ns,
+            "end": end - grace_ns,
+        }
+    )
+
+
+def check_ws_delivery(
+    history: pd.DataFrame, grace_ns: int = NS_PER_S, tolerance_ns: int = 0, examples: int = 5
+) -> CheckResult:
+    """Every ok write committed while a listener was connected must reach that listener.
+
+    Missing deliveries are violations. Duplicates, out-of-order deliveries, latency and the staleness
+    of the listener's local copy (``ui_read``) are reported only.
+    """
+    name = "ws_delivery"
+    history = normalise(history)
+    ws = history["f"].isin(list(WS_OPS))
+    if not ws.any():
+        return CheckResult.skip(name, "no WebSocket listener rows (ws_open/ws_recv/ws_close)")
+    listeners = np.unique(history.loc[ws, "process"].to_numpy())
+    conns = _connections(history, grace_ns)
+    writes = (
+        _ops(history, _is(history, "write")).sort_values("t_complete", kind="stable").reset_index(drop=True)
+    )
+    recv = _ops(history, _is(history, "ws_recv"))
+    recv = recv.loc[recv["version"] >= 0].reset_index(drop=True)
+
+    # A (key, version) pair packed in one int64 so set operations run on plain sorted arrays.
+    base = (
+        int(max(writes["version"].max() if len(writes) else 0, recv["version"].max() if len(recv) else 0)) + 1
+    )
+    w_code = writes["key"].to_numpy() * base + writes["version"].to_numpy()
+    w_time = writes["t_complete"].to_numpy()
+    r_sorted = recv.sort_values("process", kind="stable")
+    r_proc = r_sorted["process"].to_numpy()
+    r_code = r_sorted["key"].to_numpy() * base + r_sorted["version"].to_numpy()
+
+    expected_total = missing_total = duplicates = 0
+    missing_rows: list[np.ndarray] = []
+    missing_who: list[np.ndarray] = []
+    conn_proc = conns["process"].to_numpy()
+    lo = np.searchsorted(w_time, conns["start"].to_numpy(), side="left")
+    hi = np.searchsorted(w_time, conns["end"].to_numpy(), side="right")
+    for process in listeners:
+        # One iteration per listener (few); the work inside is vectorised over writes and receipts.
+        a, b = np.searchsorted(r_proc, process, "left"), np.searchsorted(r_proc, process, "right")
+        unique_received, _ = _sorted_unique(r_code[a:b])
+        duplicates += (b - a) - len(unique_received)
+        mine = np.flatnonzero(conn_proc == process)
+        spans = [np.arange(lo[i], hi[i]) for i in mine if hi[i] > lo[i]]
+        if not spans:
+            continue
+        idx = spans[0] if len(spans) == 1 else _sorted_unique(np.concatenate(spans))[0]
+        codes, first = _sorted_unique(w_code[idx])
+        expected_total += len(codes)
+        found = _member(unique_received, codes)
+        lost = idx[first[~found]]
+        missing_total += len(lost)
+        if len(lost) and sum(len(x) for x in missing_rows) < examples:
+            missing_rows.append(lost[:examples])
+            missing_who.append(np.full(min(len(lost), examples), process))
+
+    out_of_order = 0
+    if len(recv):
+        order, previous = _regressions(
+            recv["process"].to_numpy(),
+            recv["key"].to_numpy(),
+            recv["t_complete"].to_numpy(),
+            recv["version"].to_numpy(),
+        )
+        out_of_order = int((recv["version"].to_numpy()[order] < previous).sum())
+
+    notified = history.loc[_is(history, "ws_recv") & history["value"].notna()]
+    latency_ns = notified["t_complete"].to_numpy(dtype="int64") - notified["value"].to_numpy(dtype="int64")
+    latency = _percentiles_us(latency_ns, {"p50": 50, "p95": 95, "p99": 99, "max": 100})
+
+    ui = _ops(history, _is(history, "ui_read"))
+    ui_stale = ui_stale_grace = 0
+    if len(ui):
+        running = _running_max(writes)
+        t = ui["t_invoke"].to_numpy() - tolerance_ns
+        v = ui["version"].to_numpy()
+        ui_stale = int((np.nan_to_num(_max_completed_before(ui, running, t), nan=-np.inf) > v).sum())
+        late = _max_completed_before(ui, running, t - grace_ns)
+        ui_stale_grace = int((np.nan_to_num(late, nan=-np.inf) > v).sum())
+
+    figures = {
+        "listeners": len(listeners),
+        "connections": len(conns),
+        "expected": expected_total,
+        "delivered": expected_total - missing_total,
+        "missing": missing_total,
+        "delivery_ratio": (expected_total - missing_total) / expected_total if expected_total else None,
+        "received": len(recv),
+        "duplicates": duplicates,
+        "out_of_order": out_of_order,
+        "latency_p50_us": latency["p50"],
+        "latency_p95_us": latency["p95"],
+        "latency_p99_us": latency["p99"],
+        "latency_max_us": latency["max"],
+        "ui_reads": len(ui),
+        "ui_stale": ui_stale,
+        "ui_stale_beyond_grace": ui_stale_grace,
+        "grace_s": grace_ns / NS_PER_S,
+    }
+    shown: list[dict[str, Any]] = []
+    if missing_rows:
+        rows = np.concatenate(missing_rows)[:examples]
+        who = np.concatenate(missing_who)[:examples]
+        shown = _examples(history, writes["row"].to_numpy()[rows], {"missed_by_listener": who})
+    return CheckResult(
+        name, passed=missing_total == 0, violations=missing_total, figures=figures, examples=shown
+    )
+
+
+def check_divergence(history: pd.DataFrame, examples: int = 5) -> CheckResult:
+    """Keys whose cached entry, swept at test stop, is older than PostgreSQL's version."""
+    name = "divergence"
+    history = normalise(history)
+    sweep = history.loc[history["f"] == "sweep"]
+    if len(sweep) == 0:
+        return CheckResult.skip(name, "no sweep rows (written at test stop)")
+    entry = sweep.loc[(sweep["source"] == "entry") & sweep["version"].notna() & sweep["value"].notna()]
+    cached = entry["version"].to_numpy(dtype="int64")
+    database = entry["value"].to_numpy(dtype="int64")
+    gap = database - cached
+    divergent = gap > 0
+    worst = _worst(gap[divergent], examples)
+    shown = _examples(
+        history, entry.index.to_numpy()[divergent][worst], {"version_gap": gap[divergent][worst]}
+    )
+    count = int(divergent.sum())
+    figures = {
+        "keys_swept": int(sweep["key"].nunique()),
+        "cached_entries": int((sweep["source"] == "entry").sum()),
+        "tombstones": int((sweep["source"] == "tombstone").sum()),
+        "absent": int((sweep["source"] == "absent").sum()),
+        "divergent": count,
+        "max_gap": int(gap.max()) if count else 0,
+        # A cached version above the database's cannot come from a committed write; reported so it is
+        # seen, but future_read is where a version that never existed is judged.
+        "cached_ahead": int((gap < 0).sum()),
+    }
+    return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
+
+
+def check_hit_ratio(history: pd.DataFrame) -> CheckResult:
+    """Share of ok reads served from Redis. Reported only in v1; it never fails."""
+    name = "hit_ratio"
+    history = normalise(history)
+    source = history.loc[_is(history, "read"), "source"]
+    if len(source) == 0:
+        return CheckResult.skip(name, "no ok reads")
+    hits, misses = int((source == "hit").sum()), int((source == "miss").sum())
+    ratio = hits / (hits + misses) if hits + misses else None
+    return CheckResult(
+        name, passed=True, figures={"reads": len(source), "hits": hits, "misses": misses, "ratio": ratio}
+    )
+
+
+def latency_stats(values_ns: np.ndarray) -> dict[str, Any]:
+    """Count, exact percentiles, max and mean of nanosecond durations, in microseconds."""
+    stats: dict[str, Any] = {"count": len(values_ns)}
+    stats.update(_percentiles_us(values_ns, {"p50": 50, "p95": 95, "p99": 99, "p99_9": 99.9, "max": 100}))
+    stats["mean"] = round(float(np.mean(values_ns)) / NS_PER_US, 3) if len(values_ns) else None
+    return stats
+
+
+def check_latency(history: pd.DataFrame) -> CheckResult:
+    """Latency of ok operations per kind, from the history's nanosecond stamps. Never fails in v1."""
+    name = "latency"
+    history = normalise(history)
+    read = _is(history, "read")
+    duration = history["t_complete"].to_numpy() - history["t_invoke"].to_numpy()
+    masks = {
+        "read_hit": read & (history["source"] == "hit"),
+        "read_miss": read & (history["source"] == "miss"),
+        "write": _is(history, "write"),
+        "fill": _is(history, "fill"),
+    }
+    groups = {g: latency_stats(duration[m.to_numpy()]) for g, m in masks.items()}
+    notified = history.loc[_is(history, "ws_recv") & history["value"].notna()]
+    groups["notification"] = latency_stats(
+        notified["t_complete"].to_numpy(dtype="int64") - notified["value"].to_numpy(dtype="int64")
+    )
+    if all(s["count"] == 0 for s in groups.values()):
+        return CheckResult.skip(name, "no ok operations to time", groups)
+    return CheckResult(name, passed=True, figures=groups)
+
+
+def check_history_complete(run: dict[str, Any] | None, rows_loaded: int | None = None) -> CheckResult:
+    """Whether the run collected every batch of history from every node, per ``run.json``."""
+    name = "history_complete"
+    if run is None:
+        return CheckResult.skip(name, NO_RUN_NOTE, {"rows_loaded": rows_loaded})
+    complete = run.get("history_complete")
+    missing: dict[str, list[Any]] = {}
+    unreported: list[str] = []
+    nodes = run.get("nodes")
+    if isinstance(nodes, dict):
+        for node, info in nodes.items():
+            if not isinstance(info, dict):
+                continue
+            if info.get("missing_batches"):
+                missing[str(node)] = list(info["missing_batches"])
+            # A node that never sent its final count may have lost batches nobody can number.
+            if info.get("reported_final_count") is False:
+                unreported.append(str(node))
+    figures: dict[str, Any] = {
+        "nodes": len(nodes) if isinstance(nodes, dict) else None,
+        "missing_batches": missing,
+        "missing_batch_count": sum(len(b) for b in missing.values()),
+        "nodes_without_final_count": unreported,
+        "rows_reported": run.get("rows"),
+        "rows_loaded": rows_loaded,
+    }
+    if not isinstance(complete, bool):
+        return CheckResult.skip(name, "run.json does not say whether the history is complete", figures)
+    violations = 0 if complete else max(figures["missing_batch_count"] + len(unreported), 1)
+    return CheckResult(name, passed=complete, violations=violations, figures=figures)
+
+
+# --------------------------------------------------------------------------------------------------
+# Composition
+
+
+def run_checks(
+    history: pd.DataFrame | None,
+    run: dict[str, Any] | None = None,
+    options: Options | None = None,
+    locust: dict[str, Any] | None = None,
+) -> Verdict:
+    """Run every check and compose the results into one :class:`Verdict`.
+
+    ``history`` may be ``None`` (a results dir holding only Locust CSVs): every history check is
+    then skipped. ``options`` default to :meth:`Options.resolve` on ``run``.
+    """
+    options = options or Options.resolve(run)
+    n = options.examples
+    notes: list[str] = []
+    if run is None:
+        notes.append(NO_RUN_NOTE)
+    if history is None:
+        notes.append(f"{NO_HISTORY}: only Locust's figures are reported")
+        checks = [CheckResult.skip(c, NO_HISTORY) for c in CHECK_NAMES if c != "history_complete"]
+        checks.append(check_history_complete(run, None))
+    else:
+        h = normalise(history)
+        tol = options.tolerance_ns
+        checks = [
+            check_stale_read(h, tol, n),
+            check_future_read(h, tol, n),
+            check_monotonic_read(h, n),
+            check_ws_delivery(h, options.ws_grace_ns, tol, n),
+            check_divergence(h, n),
+            check_hit_ratio(h),
+            check_latency(h),
+            check_history_complete(run, len(h)),
+        ]
+    return Verdict(checks=checks, run=run, locust=locust, options=options.to_dict(), notes=notes)

@@ -1,0 +1,132 @@
+"""The plain-text report printed on the console: checks, latency, Locust, verdict."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from analysis.checks import LATENCY_GROUPS
+from analysis.verdict import CheckResult, Verdict
+
+WIDTH = 100
+
+#: The figures worth a glance per check; the rest are in summary.json.
+KEY_FIGURES: dict[str, tuple[str, ...]] = {
+    "stale_read": ("reads_checked", "stale", "age_p50_us", "age_max_us", "tolerance_ns"),
+    "future_read": ("reads_checked", "future", "negative"),
+    "monotonic_read": ("reads_checked", "regressions", "max_regression"),
+    "ws_delivery": (
+        "listeners",
+        "expected",
+        "missing",
+        "delivery_ratio",
+        "duplicates",
+        "out_of_order",
+        "latency_p99_us",
+        "ui_stale",
+    ),
+    "divergence": ("keys_swept", "cached_entries", "divergent", "max_gap"),
+    "hit_ratio": ("reads", "hits", "misses", "ratio"),
+    "latency": (),
+    "history_complete": ("rows_loaded", "rows_reported", "missing_batch_count"),
+}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def _figures_text(result: CheckResult) -> str:
+    if result.skipped:
+        return result.reason or "skipped"
+    if result.name == "latency":
+        return "see the latency table"
+    names = KEY_FIGURES.get(result.name) or tuple(
+        k for k, v in result.figures.items() if isinstance(v, int | float)
+    )
+    return " ".join(f"{k}={_fmt(result.figures.get(k))}" for k in names if k in result.figures)
+
+
+def _check_table(verdict: Verdict) -> list[str]:
+    name_w = max(len("CHECK"), *(len(c.name) for c in verdict.checks))
+    head = f"{'CHECK':<{name_w}}  {'RESULT':<6}  {'VIOL':>6}  "
+    lines = [head + "FIGURES", "-" * WIDTH]
+    wrap_w = WIDTH - len(head)
+    for result in verdict.checks:
+        prefix = f"{result.name:<{name_w}}  {result.status:<6}  {result.violations:>6}  "
+        parts = textwrap.wrap(_figures_text(result), wrap_w) or [""]
+        lines.append(prefix + parts[0])
+        lines.extend(" " * len(head) + part for part in parts[1:])
+    return lines
+
+
+def _latency_table(verdict: Verdict) -> list[str]:
+    try:
+        groups = verdict.check("latency").figures
+    except KeyError:
+        return []
+    if not groups:
+        return []
+    columns = ("count", "p50", "p95", "p99", "p99_9", "max")
+    header = f"{'LATENCY (us)':<14}" + "".join(f"{c.replace('_', '.'):>12}" for c in columns)
+    lines = [header, "-" * len(header)]
+    for group in LATENCY_GROUPS:
+        stats = groups.get(group)
+        if not isinstance(stats, dict):
+            continue
+        cells = "".join(
+            f"{stats.get(c, 0):>12d}" if c == "count" else f"{_num(stats.get(c)):>12}" for c in columns
+        )
+        lines.append(f"{group:<14}{cells}")
+    return lines
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _locust_table(locust: dict[str, Any] | None) -> list[str]:
+    if locust is None:
+        return []
+    stats = locust.get("stats") or []
+    lines = []
+    if stats:
+        header = f"{'LOCUST (ms)':<40}{'requests':>10}{'failures':>10}{'p50':>9}{'p95':>9}{'p99':>9}"
+        lines += [header, "-" * len(header)]
+        for row in stats:
+            label = " ".join(p for p in (row.get("type"), row.get("name")) if p)[:39]
+            pct = row.get("percentiles_ms") or {}
+            lines.append(
+                f"{label:<40}{_fmt(row.get('requests')):>10}{_fmt(row.get('failures')):>10}"
+                f"{_fmt(pct.get('50%')):>9}{_fmt(pct.get('95%')):>9}{_fmt(pct.get('99%')):>9}"
+            )
+    failures = locust.get("failures") or []
+    if failures:
+        lines.append(f"Locust failures: {sum(int(f.get('occurrences') or 0) for f in failures)}")
+        for fail in failures[:5]:
+            where = f"{fail.get('method') or ''} {fail.get('name')}".strip()
+            text = f"  {fail.get('occurrences')}x {where}: {fail.get('error')}"
+            lines.append(text[:WIDTH])
+    return lines
+
+
+def render(verdict: Verdict) -> str:
+    """The whole console report, ending with the ``VERDICT:`` line."""
+    run = verdict.run or {}
+    lines = []
+    if run.get("run_id"):
+        lines.append(f"run {run['run_id']}")
+    lines += _check_table(verdict)
+    for block in (_latency_table(verdict), _locust_table(verdict.locust)):
+        if block:
+            lines += ["", *block]
+    if verdict.notes:
+        lines.append("")
+        lines += [textwrap.fill("NOTE: " + note, WIDTH, subsequent_indent="      ") for note in verdict.notes]
+    lines.append("")
+    lines.append("VERDICT: PASS" if verdict.passed else f"VERDICT: FAIL ({', '.join(verdict.failed)})")
+    return "\n".join(lines)

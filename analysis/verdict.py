@@ -1,0 +1,170 @@
+"""Check results, their composition into one verdict, and ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check, in the spirit of a Jepsen checker's result map.
+
+    ``figures`` hold JSON-serialisable numbers (nested dicts allowed); ``examples`` a few of the worst
+    offending history rows. A skipped check counts as passed: it had no data to judge.
+    """
+
+    name: str
+    passed: bool
+    violations: int = 0
+    figures: dict[str, Any] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False
+    reason: str | None = None
+
+    @classmethod
+    def skip(cls, name: str, reason: str, figures: dict[str, Any] | None = None) -> CheckResult:
+        """A passed, skipped result explaining why there was nothing to check."""
+        return cls(name=name, passed=True, skipped=True, reason=reason, figures=figures or {})
+
+    @property
+    def status(self) -> str:
+        """``PASS``, ``FAIL`` or ``SKIP``."""
+        if self.skipped:
+            return "SKIP"
+        return "PASS" if self.passed else "FAIL"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check's entry in ``summary.json``: status fields, then figures, then examples."""
+        entry: dict[str, Any] = {
+            "passed": bool(self.passed),
+            "violations": int(self.violations),
+            "skipped": bool(self.skipped),
+        }
+        if self.reason is not None:
+            entry["reason"] = self.reason
+        for key, value in self.figures.items():
+            if key not in entry:
+                entry[key] = value
+        entry["examples"] = self.examples
+        return jsonable(entry)
+
+
+@dataclass
+class Verdict:
+    """All check results of one analysis, plus the context they were computed in."""
+
+    checks: list[CheckResult]
+    run: dict[str, Any] | None = None
+    locust: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed (skipped checks count as passed)."""
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the failed checks, in check order."""
+        return [c.name for c in self.checks if not c.passed]
+
+    def check(self, name: str) -> CheckResult:
+        """The result of the check called ``name``."""
+        for result in self.checks:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def to_summary(self) -> dict[str, Any]:
+        """The content of ``summary.json``."""
+        summary: dict[str, Any] = {
+            "passed": self.passed,
+            "failed": self.failed,
+            "run": run_info(self.run),
+            "options": self.options,
+            "notes": self.notes,
+            "checks": {c.name: c.to_dict() for c in self.checks},
+            "locust": self.locust
+            if self.locust is not None
+            else {"skipped": True, "reason": "no Locust CSV exports (locust_stats.csv)"},
+        }
+        return jsonable(summary)
+
+
+def run_info(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of ``run.json`` worth repeating in the summary (identity, timing, completeness)."""
+    if run is None:
+        return None
+    wanted = (
+        "run_id",
+        "schema_version",
+        "started_ns",
+        "stopped_ns",
+        "clock_uncertainty_ns",
+        "history_complete",
+        "rows",
+        "options",
+    )
+    return {k: run[k] for k in wanted if k in run}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy/pandas scalars made native and NaN/NA/inf made ``None``.
+
+    ``json.dumps`` rejects numpy integers and would write NaN, which is not JSON.
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return str(value)
+
+
+def dumps(summary: dict[str, Any]) -> str:
+    """``summary`` as indented JSON text."""
+    return json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n"
+
+
+def write_summary(results: str | Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` into ``results`` atomically: a temporary file, then a rename.
+
+    A reader never sees half a summary, and a crash leaves the previous one in place.
+    """
+    directory = Path(results)
+    target = directory / SUMMARY_FILE
+    text = dumps(summary)
+    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".json.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,103 @@
+"""Reads and writes through the cache, each recorded as one history operation.
+
+This is the layer between the users and the instrumented clients: it decides what an operation
+is (a read-through, a write with its invalidation), and what its status is. ``ok`` means the
+operation took effect, ``fail`` that it certainly did not, ``info`` that nobody can tell; see
+docs/history.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import psycopg
+import redis
+
+from cachestorm.clients import InstrumentedPG, InstrumentedRedis, UnknownOutcome
+from cachestorm.history import Recorder
+from cachestorm.schema import entity_key
+from cachestorm.strategies import Strategy, parse
+
+now = time.time_ns
+
+
+class CacheClient:
+    """Read-through and write-invalidate over one Redis, one PostgreSQL and one strategy.
+
+    Each method returns the status it recorded, so that a user can take a fresh process id after
+    an ``info`` operation, as the history's process model requires.
+    """
+
+    def __init__(
+        self,
+        r: InstrumentedRedis,
+        pg: InstrumentedPG,
+        strategy: Strategy,
+        recorder: Recorder,
+        fill_delay_ms: float = 0.0,
+    ) -> None:
+        self.r = r
+        self.pg = pg
+        self.strategy = strategy
+        self.record = recorder.record
+        self.fill_delay_s = fill_delay_ms / 1000.0
+
+    def read(self, process: int, entity_id: int) -> str:
+        """GET; on a miss, load from PostgreSQL and fill the cache."""
+        key = entity_key(entity_id)
+        t0 = now()
+        try:
+            cached, _tombstone = parse(self.r.get(key))
+            if cached is not None:
+                self.record(process, "read", key, "ok", t0, now(), cached, None, "hit")
+                return "ok"
+            version, payload = self.pg.read(entity_id)
+        except (redis.RedisError, psycopg.Error, LookupError, ValueError):
+            # A read changes nothing, so a read that failed for any reason certainly had no effect.
+            self.record(process, "read", key, "fail", t0, now())
+            return "fail"
+        if self.fill_delay_s:
+            gevent.sleep(self.fill_delay_s)
+        status = self._fill(process, key, version, payload)
+        self.record(process, "read", key, "ok", t0, now(), version, None, "miss")
+        return "info" if status == "info" else "ok"
+
+    def _fill(self, process: int, key: str, version: int, payload: str) -> str:
+        t0 = now()
+        try:
+            installed = self.strategy.fill(key, version, payload)
+        except UnknownOutcome:
+            self.record(process, "fill", key, "info", t0, now(), version)
+            return "info"
+        except redis.RedisError:
+            self.record(process, "fill", key, "fail", t0, now(), version)
+            return "fail"
+        status = "ok" if installed else "fail"
+        self.record(process, "fill", key, status, t0, now(), version)
+        return status
+
+    def write(self, process: int, entity_id: int, payload: str) -> str:
+        """Update the row and commit, then invalidate. ``ok`` only when both succeeded."""
+        key = entity_key(entity_id)
+        t0 = now()
+        version: int | None = None
+        try:
+            version = self.pg.write(entity_id, payload)
+            self.strategy.invalidate(key, version)
+        except UnknownOutcome:
+            self.record(process, "write", key, "info", t0, now(), version)
+            return "info"
+        except redis.RedisError:
+            # The commit happened; the invalidation was refused, so the cache may now be stale.
+            self.record(process, "write", key, "info", t0, now(), version)
+            return "info"
+        except (psycopg.Error, LookupError):
+            self.record(process, "write", key, "fail", t0, now())
+            return "fail"
+        except gevent.GreenletExit:
+            # The user was stopped mid-write: the commit may or may not have happened.
+            self.record(process, "write", key, "info", t0, now(), version)
+            raise
+        self.record(process, "write", key, "ok", t0, now(), version)
+        return "ok"

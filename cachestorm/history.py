@@ -1,0 +1,265 @@
+"""The op history: recording rows on every node and collecting them on the master.
+
+Data flows one way. Users record rows into their node's :class:`Recorder` (an in-memory list, the
+cheapest thing the hot path can do). A :class:`Shipper` greenlet takes the rows every second and
+sends them as a numbered batch over Locust's messages (``cachestorm_history``). On a single-process
+run Locust delivers the message in-process, so there is one path for every deployment. The master's
+:class:`Collector` checks each node's sequence numbers, writes Parquet parts under
+``RESULTS/history/``, and finally ``run.json``. The schema is documented in docs/history.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+
+# Column order of a recorded row; ``node`` is added by the collector, one value per batch.
+ROW_COLUMNS = ("process", "f", "key", "status", "t_invoke", "t_complete", "version", "value", "source")
+
+SCHEMA = pa.schema(
+    [
+        ("process", pa.int64()),
+        ("node", pa.string()),
+        ("f", pa.string()),
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("t_invoke", pa.int64()),
+        ("t_complete", pa.int64()),
+        ("version", pa.int64()),
+        ("value", pa.int64()),
+        ("source", pa.string()),
+    ]
+)
+
+MSG_BATCH = "cachestorm_history"
+MSG_END = "cachestorm_history_end"
+
+# Rows held by the collector before it writes a part: big enough for efficient Parquet row groups,
+# small enough that a crash loses little and memory stays flat on long runs.
+PART_ROWS = 250_000
+
+
+class Recorder:
+    """A node's buffer of history rows.
+
+    Example::
+
+        t0 = time.time_ns()
+        version = ...  # do the operation
+        recorder.record(process, "read", key, "ok", t0, time.time_ns(), version, None, "hit")
+    """
+
+    __slots__ = ("enabled", "rows")
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.rows: list[tuple[Any, ...]] = []
+
+    def record(
+        self,
+        process: int,
+        f: str,
+        key: str | None,
+        status: str,
+        t_invoke: int,
+        t_complete: int,
+        version: int | None = None,
+        value: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        if self.enabled:
+            self.rows.append((process, f, key, status, t_invoke, t_complete, version, value, source))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        """Hand over every row recorded so far and start a new buffer."""
+        rows, self.rows = self.rows, []
+        return rows
+
+
+@dataclass
+class Shipper:
+    """Sends a node's rows to the collector as numbered batches.
+
+    ``send`` is ``runner.send_message`` (to the master, or in-process on a local runner).
+    ``clock_offset_ns`` is added to every timestamp on the way out, which puts a remote worker's
+    rows on the master's clock without touching the hot path.
+    """
+
+    recorder: Recorder
+    send: Callable[[str, Any], None]
+    node: str
+    run_id: str
+    clock_offset_ns: int = 0
+    clock_uncertainty_ns: int = 0
+    batches: int = 0
+    rows: int = 0
+
+    def ship(self) -> int:
+        """Send what the recorder holds, if anything. Returns the number of rows sent."""
+        rows = self.recorder.take()
+        if not rows:
+            return 0
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        if self.clock_offset_ns:
+            off = self.clock_offset_ns
+            columns[4] = [t + off for t in columns[4]]
+            columns[5] = [t + off for t in columns[5]]
+        self.batches += 1
+        self.rows += len(rows)
+        self.send(MSG_BATCH, {"run": self.run_id, "node": self.node, "seq": self.batches, "columns": columns})
+        return len(rows)
+
+    def end(self) -> None:
+        """Ship the last rows, then tell the collector how many batches and rows this node sent."""
+        self.ship()
+        self.send(
+            MSG_END,
+            {
+                "run": self.run_id,
+                "node": self.node,
+                "batches": self.batches,
+                "rows": self.rows,
+                "clock_offset_ns": self.clock_offset_ns,
+                "clock_uncertainty_ns": self.clock_uncertainty_ns,
+            },
+        )
+
+
+@dataclass
+class NodeTally:
+    seqs: set[int] = field(default_factory=set)
+    rows: int = 0
+    final_batches: int | None = None
+    final_rows: int | None = None
+    clock_offset_ns: int = 0
+    clock_uncertainty_ns: int = 0
+
+    def missing(self) -> list[int]:
+        top = self.final_batches if self.final_batches is not None else max(self.seqs, default=0)
+        return [s for s in range(1, top + 1) if s not in self.seqs]
+
+
+class Collector:
+    """Gathers one run's batches from every node and writes RESULTS/history/ and run.json."""
+
+    def __init__(self, run_dir: Path, run_id: str) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.history_dir = run_dir / "history"
+        self.history_dir.mkdir(parents=True, exist_ok=True)
+        self.nodes: dict[str, NodeTally] = {}
+        self.expected_nodes: set[str] = set()
+        self.rejected_batches = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._parts = 0
+        self.rows_written = 0
+        self.finalized = False
+
+    # Message handlers -------------------------------------------------------------------------
+    def add_batch(self, data: dict[str, Any]) -> None:
+        if data.get("run") != self.run_id or self.finalized:
+            # A straggler from an earlier run, or after this run was closed: counting it would mix runs.
+            self.rejected_batches += 1
+            return
+        tally = self.nodes.setdefault(data["node"], NodeTally())
+        seq = int(data["seq"])
+        if seq in tally.seqs:
+            return
+        tally.seqs.add(seq)
+        self.add_rows(data["node"], data["columns"])
+        tally.rows += len(data["columns"][0])
+
+    def add_end(self, data: dict[str, Any]) -> None:
+        if data.get("run") != self.run_id:
+            return
+        tally = self.nodes.setdefault(data["node"], NodeTally())
+        tally.final_batches = int(data["batches"])
+        tally.final_rows = int(data["rows"])
+        tally.clock_offset_ns = int(data.get("clock_offset_ns", 0))
+        tally.clock_uncertainty_ns = int(data.get("clock_uncertainty_ns", 0))
+
+    # Rows ---------------------------------------------------------------------------------------
+    def add_rows(self, node: str, columns: Sequence[Sequence[Any]]) -> None:
+        n = len(columns[0])
+        if n == 0:
+            return
+        arrays = [pa.array(columns[0], pa.int64()), pa.array([node] * n, pa.string())]
+        for name, col in zip(ROW_COLUMNS[1:], columns[1:], strict=True):
+            arrays.append(pa.array(col, SCHEMA.field(name).type))
+        self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
+        self._pending_rows += n
+        if self._pending_rows >= PART_ROWS:
+            self.write_part()
+
+    def write_part(self) -> None:
+        if not self._pending_rows:
+            return
+        table = pa.Table.from_batches(self._pending, schema=SCHEMA)
+        final = self.history_dir / f"part-{self._parts:05d}.parquet"
+        tmp = final.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)
+        self._parts += 1
+        self.rows_written += table.num_rows
+        self._pending = []
+        self._pending_rows = 0
+
+    # Completion ---------------------------------------------------------------------------------
+    def waiting_for(self) -> set[str]:
+        """Nodes that were expected, or sent rows, but have not yet sent their final count."""
+        return {
+            n
+            for n in self.expected_nodes | set(self.nodes)
+            if self.nodes.get(n, NodeTally()).final_batches is None
+        }
+
+    def finalize(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Write the last part and run.json. Returns what was written to run.json."""
+        self.write_part()
+        self.finalized = True
+        nodes = {}
+        complete = True
+        for name in sorted(self.expected_nodes | set(self.nodes)):
+            tally = self.nodes.get(name, NodeTally())
+            missing = tally.missing()
+            reported = tally.final_batches is not None
+            if missing or not reported:
+                complete = False
+            nodes[name] = {
+                "batches": len(tally.seqs),
+                "rows": tally.rows,
+                "reported_final_count": reported,
+                "missing_batches": missing,
+                "missing_rows": (tally.final_rows - tally.rows) if tally.final_rows is not None else None,
+                "clock_offset_ns": tally.clock_offset_ns,
+                "clock_uncertainty_ns": tally.clock_uncertainty_ns,
+            }
+        run = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            **meta,
+            "clock_uncertainty_ns": max((t.clock_uncertainty_ns for t in self.nodes.values()), default=0),
+            "nodes": nodes,
+            "history_complete": complete,
+            "rows": self.rows_written,
+            "written_ns": time.time_ns(),
+        }
+        write_json_atomic(self.run_dir / "run.json", run)
+        return run
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,472 @@
+"""Wires cachestorm into a Locust environment: services, run lifecycle and the op history.
+
+Usage, from a locustfile::
+
+    from locust import events
+    from cachestorm import options, plugin
+
+    events.init_command_line_parser.add_listener(options.add_arguments)
+
+    @events.init.add_listener
+    def _(environment, **_kwargs):
+        plugin.register(environment)
+
+What happens, by role:
+
+- The master (or the single local runner) starts the embedded Redis, PostgreSQL and notifier when
+  no URLs were given, or checks the given ones, and puts the URLs in the parsed options, which
+  Locust sends to every worker with each spawn message. At each test start it picks a run id,
+  resets every entity to version 0 and drops the run's cache keys. At each test stop it drains the
+  workers' history, sweeps every key for divergence, and writes RESULTS/<run-id>/run.json.
+- Every node that runs users (the local runner, or each worker) records rows and ships them to the
+  master in numbered batches, and sends its final count when its users have stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import gevent
+import psutil
+import psycopg
+import redis
+from locust.env import Environment
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from cachestorm import schema
+from cachestorm.cache import CacheClient
+from cachestorm.clients import InstrumentedPG, InstrumentedRedis
+from cachestorm.history import MSG_BATCH, MSG_END, Collector, Recorder, Shipper
+from cachestorm.options import Options
+from cachestorm.services import EmbeddedServices, ServiceError, check_pg, check_redis, check_ws, redact
+from cachestorm.strategies import make as make_strategy
+from cachestorm.strategies import parse
+
+log = logging.getLogger("cachestorm")
+
+MSG_DRAIN = "cachestorm_drain"
+MSG_CLOCK_PING = "cachestorm_clock_ping"
+MSG_CLOCK_PONG = "cachestorm_clock_pong"
+SHIP_INTERVAL_S = 1.0
+GRACEFUL_STOP_S = 10.0
+# A node's process ids live in their own range so that they are unique across the run.
+NODE_PROCESS_STRIDE = 1 << 40
+
+
+def boot_id() -> str:
+    """Identifies this host's running kernel: processes with the same boot id share one clock."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return f"unknown-{uuid.getnode()}"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def fatal(message: str, code: int = 2) -> None:
+    """Print one line and leave, taking every child process (services, forked workers) along."""
+    sys.stderr.write(f"cachestorm: {message}\n")
+    sys.stderr.flush()
+    stop_services()
+    with contextlib.suppress(Exception):
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            child.terminate()
+        psutil.wait_procs(children, timeout=5)
+    os._exit(code)
+
+
+_services: EmbeddedServices | None = None
+
+
+def stop_services() -> None:
+    global _services
+    if _services is not None:
+        _services.stop()
+        _services = None
+
+
+@dataclass
+class Worker:
+    """The user-running side of a node: clients, recorder and shipper."""
+
+    environment: Environment
+    node: str
+    options: Options
+    recorder: Recorder
+    cache: CacheClient | None = None
+    pg: InstrumentedPG | None = None
+    r: InstrumentedRedis | None = None
+    ws_url: str = ""
+    shipper: Shipper | None = None
+    ship_greenlet: Any = None
+    ended_run: str | None = None
+    _processes: Any = field(default_factory=lambda: count(1))
+    process_base: int = 0
+
+    def new_process(self) -> int:
+        return self.process_base + next(self._processes)
+
+    def start_run(self) -> None:
+        parsed = self.environment.parsed_options
+        self.options = Options.from_parsed(parsed)
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner):
+            self.process_base = (max(runner.worker_index, 0) + 1) * NODE_PROCESS_STRIDE
+        if self.cache is None:
+            fire = self.environment.events.request.fire
+            self.r = InstrumentedRedis(self.options.redis_url, fire)
+            self.pg = InstrumentedPG(self.options.pg_dsn, fire, self.options.pg_pool_size)
+            strategy = make_strategy(self.options.strategy, self.r)
+            self.cache = CacheClient(self.r, self.pg, strategy, self.recorder, self.options.fill_delay_ms)
+        self.ws_url = self.options.ws_url
+        self.recorder.enabled = self.options.history
+        self.recorder.take()
+        assert runner is not None
+        self.shipper = Shipper(self.recorder, runner.send_message, self.node, self.options.run_id)
+        self.ended_run = None
+        self.ship_greenlet = gevent.spawn(self._ship_loop, self.shipper)
+        if isinstance(runner, WorkerRunner):
+            runner.send_message(
+                MSG_CLOCK_PING, {"node": self.node, "t0": time.time_ns(), "boot_id": boot_id()}
+            )
+
+    def on_clock_pong(self, data: dict[str, Any]) -> None:
+        if self.shipper is None:
+            return
+        t1 = time.time_ns()
+        if data["boot_id"] == boot_id():
+            return  # one kernel, one clock: no offset to estimate
+        rtt = t1 - int(data["t0"])
+        self.shipper.clock_offset_ns = int(data["t_master"]) - (int(data["t0"]) + t1) // 2
+        self.shipper.clock_uncertainty_ns = rtt // 2
+
+    def _ship_loop(self, shipper: Shipper) -> None:
+        while True:
+            gevent.sleep(SHIP_INTERVAL_S)
+            shipper.ship()
+
+    def end_run(self) -> None:
+        """Users have stopped: ship the last rows and the final count (once per run)."""
+        if self.ship_greenlet is not None:
+            self.ship_greenlet.kill(block=True)
+            self.ship_greenlet = None
+        if self.shipper is None:
+            return
+        if self.ended_run == self.shipper.run_id:
+            # Asked again (a drain after a normal stop): the count may have been lost, resend it.
+            self.shipper.end()
+            return
+        self.shipper.end()
+        self.ended_run = self.shipper.run_id
+
+    def close(self) -> None:
+        for client in (self.r, self.pg):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+
+
+@dataclass
+class Master:
+    """The coordinating side: services, per-run reset, collection, sweep and run.json."""
+
+    environment: Environment
+    node: str
+    options: Options
+    collector: Collector | None = None
+    run_dir: Path | None = None
+    started_ns: int = 0
+    first_run_id: str = ""
+
+    def setup_services(self) -> None:
+        global _services
+        parsed = self.environment.parsed_options
+        assert parsed is not None
+        o = self.options
+        try:
+            if not (o.redis_url and o.pg_dsn and o.ws_url):
+                if o.redis_url or o.pg_dsn or o.ws_url:
+                    given = [
+                        n
+                        for n, v in (
+                            ("--redis-url", o.redis_url),
+                            ("--pg-dsn", o.pg_dsn),
+                            ("--ws-url", o.ws_url),
+                        )
+                        if v
+                    ]
+                    missing = [n for n in ("--redis-url", "--pg-dsn", "--ws-url") if n not in given]
+                    fatal(
+                        f"{', '.join(given)} given but {', '.join(missing)} not: "
+                        "give all three service URLs, or none to start embedded services."
+                    )
+                log.info(
+                    "cachestorm: no service URLs given, starting embedded Redis, PostgreSQL and notifier"
+                )
+                _services = EmbeddedServices()
+                urls = _services.start()
+                parsed.redis_url, parsed.pg_dsn, parsed.ws_url = urls.redis_url, urls.pg_dsn, urls.ws_url
+                log.info(
+                    "cachestorm: embedded services: redis %s, postgresql %s, notifier %s",
+                    redact(urls.redis_url),
+                    redact(urls.pg_dsn),
+                    urls.ws_url,
+                )
+            else:
+                check_redis(o.redis_url)
+                check_pg(o.pg_dsn)
+                check_ws(o.ws_url)
+                with psycopg.connect(o.pg_dsn, autocommit=True) as conn:
+                    schema.install(conn)
+        except ServiceError as e:
+            fatal(str(e))
+        self.options = Options.from_parsed(parsed)
+
+    def start_run(self) -> None:
+        parsed = self.environment.parsed_options
+        assert parsed is not None
+        run_id = self.first_run_id or new_run_id()
+        self.first_run_id = ""
+        parsed.run_id = run_id
+        if parsed.seed in (None, ""):
+            # Recorded in run.json, so a run's key choices can be replayed.
+            parsed.seed = secrets.randbits(31)
+        self.options = o = Options.from_parsed(parsed)
+        self.run_dir = Path(o.results_dir) / run_id
+        self.collector = Collector(self.run_dir, run_id)
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            self.collector.expected_nodes = {c.id for c in runner.clients.ready + runner.clients.running}
+        self.started_ns = time.time_ns()
+        try:
+            reset_state(o)
+        except (redis.RedisError, psycopg.Error) as e:
+            log.error("cachestorm: could not reset the run's state: %s", e)
+            raise
+        log.info("cachestorm: run %s started, results in %s", run_id, self.run_dir)
+
+    def on_batch(self, data: dict[str, Any]) -> None:
+        if self.collector is not None:
+            self.collector.add_batch(data)
+
+    def on_end(self, data: dict[str, Any]) -> None:
+        if self.collector is not None:
+            self.collector.add_end(data)
+
+    def drain(self) -> None:
+        """Wait for every worker's last batch. In a headless quit, Locust stops the master before
+        the workers, so ask them to stop and flush rather than wait for a stop that comes later."""
+        runner = self.environment.runner
+        c = self.collector
+        if c is None or not isinstance(runner, MasterRunner):
+            return
+        deadline = time.monotonic() + self.options.drain_timeout
+        asked = False
+        while c.waiting_for() and time.monotonic() < deadline:
+            if not asked:
+                runner.send_message(MSG_DRAIN, {"run": c.run_id})
+                asked = True
+            gevent.sleep(0.05)
+        if c.waiting_for():
+            log.error(
+                "cachestorm: no final history count from %s: run.json will say the history is incomplete",
+                ", ".join(sorted(c.waiting_for())),
+            )
+
+    def finish_run(self) -> None:
+        c = self.collector
+        if c is None or c.finalized:
+            return
+        self.drain()
+        sweep_ok = True
+        try:
+            sweep(self.options, c, self.node)
+        except (redis.RedisError, psycopg.Error) as e:
+            sweep_ok = False
+            log.error("cachestorm: the divergence sweep failed: %s", e)
+        o = self.options
+        meta = {
+            "started_ns": self.started_ns,
+            "stopped_ns": time.time_ns(),
+            "sweep_complete": sweep_ok,
+            "options": {k: (redact(v) if isinstance(v, str) else v) for k, v in vars(o).items()},
+            "locust": {
+                "runner": type(self.environment.runner).__name__,
+                "user_classes": sorted(u.__name__ for u in self.environment.user_classes),
+            },
+        }
+        run = c.finalize(meta)
+        assert self.run_dir is not None
+        latest = self.run_dir.parent / "latest"
+        with contextlib.suppress(OSError):
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(self.run_dir.name)
+        state = "complete" if run["history_complete"] else "INCOMPLETE"
+        print(
+            f"cachestorm: run {c.run_id}: {run['rows']} history rows ({state}) in {self.run_dir}", flush=True
+        )
+        if o.verdict:
+            # Imported only when asked for: the analysis pulls in pandas, which the load path never needs.
+            from analysis.__main__ import main as analyse  # noqa: PLC0415
+
+            code = analyse([str(self.run_dir)])
+            self.environment.process_exit_code = code
+
+
+def reset_state(o: Options) -> None:
+    """Every entity at version 0, and no cached entries for the run's keys."""
+    with psycopg.connect(o.pg_dsn, autocommit=True) as conn:
+        schema.install(conn)
+        schema.reset(conn, o.keys)
+    r = redis.Redis.from_url(o.redis_url)
+    try:
+        batch: list[bytes] = []
+        for key in r.scan_iter(match=schema.KEY_PREFIX + "*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                r.unlink(*batch)
+                batch = []
+        if batch:
+            r.unlink(*batch)
+    finally:
+        r.close()
+
+
+def sweep(o: Options, collector: Collector, node: str) -> None:
+    """Record, for every key, what Redis holds beside what PostgreSQL holds (f=sweep)."""
+    with psycopg.connect(o.pg_dsn, autocommit=True) as conn:
+        db = conn.execute(schema.READ_ALL_VERSIONS).fetchall()
+    r = redis.Redis.from_url(o.redis_url)
+    t = time.time_ns()
+    cols: list[list[Any]] = [[] for _ in range(9)]
+    try:
+        for start in range(0, len(db), 1000):
+            chunk = db[start : start + 1000]
+            keys = [schema.entity_key(i) for i, _ in chunk]
+            raws: list[bytes | None] = r.mget(keys)  # type: ignore[assignment]
+            for key, (_, db_version), raw in zip(keys, chunk, raws, strict=True):
+                entry, tomb = parse(raw)
+                source = "entry" if entry is not None else "tombstone" if tomb is not None else "absent"
+                row = (0, "sweep", key, "ok", t, t, entry if entry is not None else tomb, db_version, source)
+                for col, v in zip(cols, row, strict=True):
+                    col.append(v)
+    finally:
+        r.close()
+    collector.add_rows(node, cols)
+
+
+@dataclass
+class Plugin:
+    environment: Environment
+    worker: Worker | None
+    master: Master | None
+
+    def on_test_start(self, **_kw: Any) -> None:
+        if self.master is not None:
+            self.master.start_run()
+        if self.worker is not None:
+            self.worker.start_run()
+
+    def on_test_stop(self, **_kw: Any) -> None:
+        # Order matters on a local runner: the node ships its last rows before the run is closed.
+        if self.worker is not None:
+            self.worker.end_run()
+        if self.master is not None:
+            self.master.finish_run()
+
+    def on_quitting(self, **_kw: Any) -> None:
+        runner = self.environment.runner
+        if self.master is not None and runner is not None:
+            # Ctrl-C or SIGTERM: close the run properly before the services go away.
+            runner.stop()
+            self.master.finish_run()
+        if self.worker is not None:
+            self.worker.close()
+        stop_services()
+
+
+def register(environment: Environment) -> Plugin:
+    """Attach cachestorm to ``environment``; call it from the ``init`` event."""
+    runner = environment.runner
+    parsed = environment.parsed_options
+    if parsed is None:
+        raise RuntimeError("cachestorm needs Locust's parsed options (run it through the locust command)")
+    o = Options.from_parsed(parsed)
+    problems = o.problems()
+    if problems:
+        fatal(problems[0])
+    node = (
+        runner.client_id
+        if isinstance(runner, WorkerRunner)
+        else "master"
+        if isinstance(runner, MasterRunner)
+        else "local"
+    )
+    master = Master(environment, node, o) if isinstance(runner, LocalRunner | MasterRunner) else None
+    worker = (
+        Worker(environment, node, o, Recorder(o.history))
+        if isinstance(runner, LocalRunner | WorkerRunner)
+        else None
+    )
+    plugin = Plugin(environment, worker, master)
+    if master is not None:
+        master.first_run_id = o.run_id
+        if not environment.stop_timeout:
+            # Locust's default kills users mid-task at stop: a writer killed between its commit and
+            # its invalidation leaves a stale entry that the divergence sweep would rightly count.
+            # Let each user finish its current operation; the master sends this to the workers.
+            environment.stop_timeout = GRACEFUL_STOP_S
+        master.setup_services()
+    if runner is not None:
+        if master is not None:
+            runner.register_message(MSG_BATCH, lambda environment, msg, **kw: master.on_batch(msg.data))
+            runner.register_message(MSG_END, lambda environment, msg, **kw: master.on_end(msg.data))
+        if isinstance(runner, MasterRunner):
+
+            def pong(environment: Environment, msg: Any, **_kw: Any) -> None:
+                runner.send_message(
+                    MSG_CLOCK_PONG,
+                    {"t0": msg.data["t0"], "t_master": time.time_ns(), "boot_id": boot_id()},
+                    client_id=msg.node_id,
+                )
+
+            runner.register_message(MSG_CLOCK_PING, pong)
+        if isinstance(runner, WorkerRunner) and worker is not None:
+
+            def drain(environment: Environment, msg: Any, **_kw: Any) -> None:
+                # Runner.stop() fires test_stop, which ships the last rows; if the users had
+                # already stopped, it returns at once and end_run resends the final count.
+                runner.stop()
+                worker.end_run()
+
+            runner.register_message(MSG_DRAIN, drain)
+            runner.register_message(
+                MSG_CLOCK_PONG, lambda environment, msg, **kw: worker.on_clock_pong(msg.data)
+            )
+    environment.events.test_start.add_listener(plugin.on_test_start)
+    environment.events.test_stop.add_listener(plugin.on_test_stop)
+    environment.events.quitting.add_listener(plugin.on_quitting)
+    environment.cachestorm = plugin  # type: ignore[attr-defined]
+    return plugin
+
+
+def node_worker(environment: Environment) -> Worker:
+    """The user-running side of this node, for user classes."""
+    plugin: Plugin | None = getattr(environment, "cachestorm", None)
+    if plugin is None or plugin.worker is None:
+        raise RuntimeError("cachestorm.plugin.register(environment) was not called in the init event")
+    return plugin.worker

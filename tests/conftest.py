@@ -1,0 +1,63 @@
+"""Shared fixtures: one set of embedded services for the tests that need real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from cachestorm import schema
+from cachestorm.services import EmbeddedServices, ServiceURLs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[ServiceURLs]:
+    """Embedded Redis, PostgreSQL (schema installed) and notifier, shared by the session."""
+    with EmbeddedServices() as svc:
+        yield svc.start()
+
+
+@pytest.fixture
+def fresh(services: ServiceURLs) -> Iterator[ServiceURLs]:
+    """The shared services, reset: 20 entities at version 0, no cached entries."""
+    with psycopg.connect(services.pg_dsn, autocommit=True) as conn:
+        schema.install(conn)
+        schema.reset(conn, 20)
+    r = redis.Redis.from_url(services.redis_url)
+    r.flushdb()
+    r.close()
+    yield services
+
+
+def run_locust(
+    args: list[str], timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the locust command from the repo root; its output is returned, not printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "locust", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def run_analysis(results: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", str(results), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -1,0 +1,188 @@
+"""Whole Locust runs on real services, judged by the analysis.
+
+The contention locustfile puts fast readers and writers on 60 keys. With cache-aside and a fill
+delay the stale-set race must show as stale reads and divergence (the positive control); the
+versioned strategy under the same load and delay must show none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+
+from cachestorm.services import ServiceURLs
+from tests.conftest import run_analysis, run_locust
+
+pytestmark = pytest.mark.integration
+
+CONTENTION = "tests/locustfiles/contention.py"
+
+
+def urls(s: ServiceURLs) -> list[str]:
+    return ["--redis-url", s.redis_url, "--pg-dsn", s.pg_dsn, "--ws-url", s.ws_url]
+
+
+def contention_run(services: ServiceURLs, results: Path, strategy: str) -> dict[str, Any]:
+    # 8 s of 40 users on 60 keys, then 2 s of reads only: a stale entry left when the writes stop
+    # stays, and the sweep must find it.
+    args = f"-f {CONTENTION} --headless --only-summary --ramp-users 40 --ramp-time 0 --hold-time 8"
+    args += f" --quiesce-time 2 --keys 60 --strategy {strategy} --fill-delay-ms 50 --listeners 3"
+    out = run_locust([*args.split(), "--results-dir", str(results), "--run-id", strategy, *urls(services)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    verdict = run_analysis(results / strategy)
+    summary = json.loads((results / strategy / "summary.json").read_text())
+    summary["exit_code"] = verdict.returncode
+    return summary
+
+
+def test_cache_aside_with_a_fill_delay_is_flagged(services: ServiceURLs, tmp_path: Path) -> None:
+    s = contention_run(services, tmp_path, "cache-aside")
+    assert s["exit_code"] == 1
+    assert s["passed"] is False
+    assert s["checks"]["stale_read"]["violations"] > 0
+    assert s["checks"]["divergence"]["violations"] > 0
+
+
+def test_versioned_under_the_same_load_passes(services: ServiceURLs, tmp_path: Path) -> None:
+    s = contention_run(services, tmp_path, "versioned")
+    checks = s["checks"]
+    assert s["exit_code"] == 0, {k: v.get("violations") for k, v in checks.items()}
+    for name in (
+        "stale_read",
+        "future_read",
+        "monotonic_read",
+        "ws_delivery",
+        "divergence",
+        "history_complete",
+    ):
+        assert checks[name]["passed"] is True and checks[name]["violations"] == 0, name
+        assert not checks[name].get("skipped"), name
+    # The run did contend: many reads, and misses that raced writes.
+    assert checks["hit_ratio"]["reads"] > 1000
+    assert checks["hit_ratio"]["misses"] > 100
+    assert checks["ws_delivery"]["expected"] > 100
+
+
+def announced_ports(log: str) -> set[int]:
+    """The ports of the embedded services, from the run's log line that names them."""
+    line = next(ln for ln in log.splitlines() if "embedded services:" in ln)
+    return {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)}
+
+
+def listening(ports: set[int]) -> set[int]:
+    return {
+        c.laddr.port for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port in ports
+    }
+
+
+def test_two_worker_processes_on_embedded_services(tmp_path: Path) -> None:
+    args = (
+        f"-f {CONTENTION} --headless --only-summary --processes 2 --ramp-users 30 --ramp-time 0 --hold-time 6"
+    )
+    args += " --quiesce-time 1 --keys 50 --listeners 2 --run-id dist"
+    out = run_locust([*args.split(), "--results-dir", str(tmp_path)])
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads((tmp_path / "dist" / "run.json").read_text())
+    assert run["history_complete"] is True
+    workers = {n: v for n, v in run["nodes"].items() if n != "master"}
+    assert len(workers) == 2
+    assert all(
+        v["rows"] > 100 and v["reported_final_count"] and not v["missing_batches"] for v in workers.values()
+    )
+    # Every row shipped by a worker is in the Parquet files.
+    df = pd.read_parquet(tmp_path / "dist" / "history")
+    per_node = df[df.f != "sweep"].groupby("node").size().to_dict()
+    assert per_node == {n: v["rows"] for n, v in workers.items()}
+    assert df.groupby("process").node.nunique().max() == 1  # process ids are unique across nodes
+    assert run_analysis(tmp_path / "dist").returncode == 0
+    # The embedded services went away with the run.
+    ports = announced_ports(out.stderr)
+    assert len(ports) == 3
+    assert listening(ports) == set()
+
+
+def one_line_error(out: Any) -> str:
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("cachestorm:")]
+    assert len(lines) == 1, out.stderr[-2000:]
+    return lines[0]
+
+
+def test_unreachable_redis_gets_one_line_with_the_password_hidden(
+    services: ServiceURLs, tmp_path: Path
+) -> None:
+    out = run_locust(
+        [
+            "-f",
+            "locustfile.py",
+            "--headless",
+            "-t",
+            "3s",
+            "--results-dir",
+            str(tmp_path),
+            "--redis-url",
+            "redis://:hunter2@127.0.0.1:1/0",
+            "--pg-dsn",
+            services.pg_dsn,
+            "--ws-url",
+            services.ws_url,
+        ],
+        timeout=60,
+    )
+    line = one_line_error(out)
+    assert "Redis" in line and "127.0.0.1:1" in line
+    assert "hunter2" not in out.stderr + out.stdout
+
+
+def test_unreachable_postgres_gets_one_line(services: ServiceURLs, tmp_path: Path) -> None:
+    out = run_locust(
+        [
+            "-f",
+            "locustfile.py",
+            "--headless",
+            "-t",
+            "3s",
+            "--results-dir",
+            str(tmp_path),
+            "--redis-url",
+            services.redis_url,
+            "--pg-dsn",
+            "postgresql://cs:s3cret@127.0.0.1:1/x",
+            "--ws-url",
+            services.ws_url,
+        ],
+        timeout=60,
+    )
+    line = one_line_error(out)
+    assert "PostgreSQL" in line
+    assert "s3cret" not in out.stderr + out.stdout
+
+
+def test_some_urls_but_not_all_is_refused(services: ServiceURLs, tmp_path: Path) -> None:
+    out = run_locust(
+        [
+            "-f",
+            "locustfile.py",
+            "--headless",
+            "-t",
+            "3s",
+            "--results-dir",
+            str(tmp_path),
+            "--redis-url",
+            services.redis_url,
+        ],
+        timeout=60,
+    )
+    assert "--pg-dsn" in one_line_error(out)
+
+
+def test_a_bad_option_value_is_refused(tmp_path: Path) -> None:
+    out = run_locust(["-f", "locustfile.py", "--headless", "-t", "3s", "--keys", "0"], timeout=60)
+    assert "--keys" in one_line_error(out)
