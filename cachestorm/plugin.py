@@ -48,6 +48,7 @@ from cachestorm.cache import CacheClient
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis
 from cachestorm.history import MSG_BATCH, MSG_END, Collector, Recorder, Shipper
 from cachestorm.options import Options
+from cachestorm.request_stats import BatchedRequests
 from cachestorm.services import EmbeddedServices, ServiceError, check_pg, check_redis, check_ws, redact
 from cachestorm.strategies import make as make_strategy
 from cachestorm.strategies import parse
@@ -110,6 +111,7 @@ class Worker:
     pg: InstrumentedPG | None = None
     r: InstrumentedRedis | None = None
     ws_url: str = ""
+    fire: Any = None
     shipper: Shipper | None = None
     ship_greenlet: Any = None
     ended_run: str | None = None
@@ -126,8 +128,12 @@ class Worker:
         if isinstance(runner, WorkerRunner):
             self.process_base = (max(runner.worker_index, 0) + 1) * NODE_PROCESS_STRIDE
         if self.cache is None:
-            fire = self.environment.events.request.fire
-            self.r = InstrumentedRedis(self.options.redis_url, fire)
+            if self.options.request_events == "batched":
+                self.fire = BatchedRequests(self.environment).fire
+            else:
+                self.fire = self.environment.events.request.fire
+            fire = self.fire
+            self.r = InstrumentedRedis(self.options.redis_url, fire, pool_size=self.options.redis_pool_size)
             self.pg = InstrumentedPG(self.options.pg_dsn, fire, self.options.pg_pool_size)
             strategy = make_strategy(self.options.strategy, self.r)
             self.cache = CacheClient(self.r, self.pg, strategy, self.recorder, self.options.fill_delay_ms)

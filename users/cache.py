@@ -37,7 +37,8 @@ class CacheReader(_CacheUser):
 
     @task
     def read(self) -> None:
-        self.renew(self.cache.read(self.process, self.next_key()))
+        if self.cache.read(self.process, self.next_key()) == "info":
+            self.process = self.node.new_process()
 
 
 class CacheWriter(_CacheUser):

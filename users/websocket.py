@@ -41,7 +41,7 @@ class WebSocketListener(User):
 
     def _open(self) -> None:
         self.process = self.node.new_process()
-        ws = InstrumentedWebSocket(self.node.ws_url, self.environment.events.request.fire)
+        ws = InstrumentedWebSocket(self.node.ws_url, self.node.fire)
         t0 = now()
         try:
             ws.open()
