@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -21,6 +22,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -295,6 +297,40 @@ def _pg_bin() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether any user can reach ``path``: every directory above it is world-searchable."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in path.resolve().parents)
+
+
+def _pg_bin_reachable_by_others(bindir: Path) -> Path:
+    """``bindir``, or a copy of pgserver's install that the unprivileged PostgreSQL user can reach.
+
+    As root, PostgreSQL runs as another user, who cannot execute binaries below a private
+    directory: a checkout under ``mktemp -d`` (mode 0700) holds its .venv there. Rather than open
+    up the user's directories, copy the install (about 34 MB, once per installed version) to a
+    world-readable directory under the system temp dir, and reuse it.
+    """
+    if _reachable_by_others(bindir):
+        return bindir
+    install = bindir.parent
+    version = (install / "share" / "postgresql" / "postgres.bki").stat().st_mtime_ns
+    tag = hashlib.blake2b(f"{install}:{version}".encode(), digest_size=6).hexdigest()
+    target = Path(tempfile.gettempdir()) / f"cachestorm-pginstall-{tag}"
+    if not (target / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / part, symlinks=True)
+        for root, dirs, _files in os.walk(staging):
+            for d in dirs:
+                (Path(root) / d).chmod(0o755)
+        staging.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another start got there first; use theirs
+    return target / "bin"
+
+
 def _pg_system_user() -> pwd.struct_passwd | None:
     """The unprivileged account PostgreSQL runs as when we are root (it refuses to run as root).
 
@@ -540,8 +576,8 @@ class EmbeddedServices:
     def _start_pg(self) -> str:
         assert self.tmpdir is not None
         remedy = "see ServiceError.detail for its log, or pass --pg-dsn (CACHESTORM_PG_DSN)."
-        bindir = _pg_bin()
         user = _pg_system_user()
+        bindir = _pg_bin() if user is None else _pg_bin_reachable_by_others(_pg_bin())
         data = self.tmpdir / "pg"
         data.mkdir(mode=0o700)
         if user:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -434,3 +435,31 @@ def test_sigkilled_parent_leaves_no_orphans() -> None:
     assert tmpdir.exists()
     services._sweep_stale_dirs()
     assert not tmpdir.exists()
+
+
+def test_pg_install_below_a_private_dir_is_copied_where_others_reach_it() -> None:
+    from cachestorm.services import _pg_bin_reachable_by_others, _reachable_by_others  # noqa: PLC0415
+
+    # Not pytest's tmp_path: it lies below /tmp/pytest-of-root, itself private.
+    base = Path(tempfile.mkdtemp())
+    base.chmod(0o755)
+    private = base / "private"
+    install = private / "venv" / "pginstall"
+    for part, name in (("bin", "postgres"), ("lib", "libpq.so"), ("share/postgresql", "postgres.bki")):
+        (install / part).mkdir(parents=True)
+        (install / part / name).write_text(part)
+    (install / "bin" / "postgres").chmod(0o755)
+    private.chmod(0o700)
+    assert not _reachable_by_others(install / "bin")
+    copied = _pg_bin_reachable_by_others(install / "bin")
+    try:
+        assert copied != install / "bin"
+        assert _reachable_by_others(copied)
+        assert (copied / "postgres").read_text() == "bin"
+        assert (copied.parent / "share" / "postgresql" / "postgres.bki").exists()
+        assert _pg_bin_reachable_by_others(install / "bin") == copied  # reused, not copied again
+        private.chmod(0o755)
+        assert _pg_bin_reachable_by_others(install / "bin") == install / "bin"
+    finally:
+        shutil.rmtree(copied.parent, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
