@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 import uuid
@@ -41,7 +42,14 @@ import psutil
 import psycopg
 import redis
 from locust.env import Environment
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import (
+    STATE_CLEANUP,
+    STATE_STOPPED,
+    STATE_STOPPING,
+    LocalRunner,
+    MasterRunner,
+    WorkerRunner,
+)
 
 from cachestorm import schema
 from cachestorm.cache import CacheClient
@@ -405,6 +413,28 @@ class Plugin:
         stop_services()
 
 
+def close_on_sigterm(environment: Environment) -> None:
+    """Make SIGTERM close a headless shape run the way Ctrl-C does.
+
+    Locust joins a headless shape test before it installs its own SIGTERM handler, so until the
+    shape ends SIGTERM would kill the process with the run half written. Raising KeyboardInterrupt
+    takes the Ctrl-C path: the test stops, the run is closed, the services are stopped. In every
+    other mode Locust's own handler is in place and this one stands aside.
+    """
+    parsed = environment.parsed_options
+
+    def on_sigterm() -> None:
+        runner = environment.runner
+        if parsed is None or not parsed.headless or environment.shape_class is None or runner is None:
+            return
+        if runner.state in (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP):
+            return  # the shape is over and Locust's handler is installed
+        # What gevent does with a real Ctrl-C: raise KeyboardInterrupt in the main greenlet.
+        gevent.get_hub().parent.throw(KeyboardInterrupt())
+
+    gevent.signal_handler(signal.SIGTERM, on_sigterm)
+
+
 def register(environment: Environment) -> Plugin:
     """Attach cachestorm to ``environment``; call it from the ``init`` event."""
     runner = environment.runner
@@ -430,6 +460,7 @@ def register(environment: Environment) -> Plugin:
     )
     plugin = Plugin(environment, worker, master)
     if master is not None:
+        close_on_sigterm(environment)
         master.first_run_id = o.run_id
         if not environment.stop_timeout:
             # Locust's default kills users mid-task at stop: a writer killed between its commit and

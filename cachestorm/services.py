@@ -307,19 +307,25 @@ def _pg_bin_reachable_by_others(bindir: Path) -> Path:
 
     As root, PostgreSQL runs as another user, who cannot execute binaries below a private
     directory: a checkout under ``mktemp -d`` (mode 0700) holds its .venv there. Rather than open
-    up the user's directories, copy the install (about 34 MB, once per installed version) to a
-    world-readable directory under the system temp dir, and reuse it.
+    up the user's directories, copy the install (about 35 MB, once per installed version) to a
+    world-readable directory under the system temp dir, and reuse it. The copy keeps the wheel's
+    layout, ``pgserver/pginstall/`` beside ``pgserver.libs/``, because the binaries find their
+    vendored libpq through the relative RPATH ``$ORIGIN/../../../pgserver.libs``.
     """
     if _reachable_by_others(bindir):
         return bindir
     install = bindir.parent
+    site = install.parent.parent
     version = (install / "share" / "postgresql" / "postgres.bki").stat().st_mtime_ns
-    tag = hashlib.blake2b(f"{install}:{version}".encode(), digest_size=6).hexdigest()
+    tag = hashlib.blake2b(f"layout2:{install}:{version}".encode(), digest_size=6).hexdigest()
     target = Path(tempfile.gettempdir()) / f"cachestorm-pginstall-{tag}"
-    if not (target / "bin" / "postgres").exists():
+    copied_bin = target / "pgserver" / "pginstall" / "bin"
+    if not (copied_bin / "postgres").exists():
         staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
         for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / part, symlinks=True)
+            shutil.copytree(install / part, staging / "pgserver" / "pginstall" / part, symlinks=True)
+        if (site / "pgserver.libs").is_dir():
+            shutil.copytree(site / "pgserver.libs", staging / "pgserver.libs", symlinks=True)
         for root, dirs, _files in os.walk(staging):
             for d in dirs:
                 (Path(root) / d).chmod(0o755)
@@ -328,7 +334,7 @@ def _pg_bin_reachable_by_others(bindir: Path) -> Path:
             staging.rename(target)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)  # another start got there first; use theirs
-    return target / "bin"
+    return copied_bin
 
 
 def _pg_system_user() -> pwd.struct_passwd | None:

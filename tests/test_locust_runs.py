@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import psutil
 import pytest
 
 from cachestorm.services import ServiceURLs
-from tests.conftest import run_analysis, run_locust
+from tests.conftest import ROOT, run_analysis, run_locust
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +190,35 @@ def test_some_urls_but_not_all_is_refused(services: ServiceURLs, tmp_path: Path)
 def test_a_bad_option_value_is_refused(tmp_path: Path) -> None:
     out = run_locust(["-f", "locustfile.py", "--headless", "-t", "3s", "--keys", "0"], timeout=60)
     assert "--keys" in one_line_error(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_run_closes_the_run_and_stops_the_services(sig: int, tmp_path: Path) -> None:
+    log = tmp_path / "locust.log"
+    args = "-f locustfile.py --headless --only-summary --ramp-users 20 --ramp-time 1 --hold-time 120"
+    args += " --run-id sig"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "locust", *args.split(), "--results-dir", str(tmp_path)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "run sig started" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(3)  # some operations in flight
+            proc.send_signal(sig)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text
+    run = json.loads((tmp_path / "sig" / "run.json").read_text())
+    assert run["history_complete"] is True and run["rows"] > 100
+    ports = announced_ports(text)
+    assert len(ports) == 3
+    assert listening(ports) == set()

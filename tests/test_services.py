@@ -444,10 +444,12 @@ def test_pg_install_below_a_private_dir_is_copied_where_others_reach_it() -> Non
     base = Path(tempfile.mkdtemp())
     base.chmod(0o755)
     private = base / "private"
-    install = private / "venv" / "pginstall"
-    for part, name in (("bin", "postgres"), ("lib", "libpq.so"), ("share/postgresql", "postgres.bki")):
+    install = private / "site-packages" / "pgserver" / "pginstall"
+    for part, name in (("bin", "postgres"), ("lib", "plpgsql.so"), ("share/postgresql", "postgres.bki")):
         (install / part).mkdir(parents=True)
         (install / part / name).write_text(part)
+    (private / "site-packages" / "pgserver.libs").mkdir()
+    (private / "site-packages" / "pgserver.libs" / "libpq-1234.so.5").write_text("libs")
     (install / "bin" / "postgres").chmod(0o755)
     private.chmod(0o700)
     assert not _reachable_by_others(install / "bin")
@@ -457,9 +459,11 @@ def test_pg_install_below_a_private_dir_is_copied_where_others_reach_it() -> Non
         assert _reachable_by_others(copied)
         assert (copied / "postgres").read_text() == "bin"
         assert (copied.parent / "share" / "postgresql" / "postgres.bki").exists()
+        # The wheel's layout is kept: the binaries' RPATH is $ORIGIN/../../../pgserver.libs.
+        assert (copied / ".." / ".." / ".." / "pgserver.libs" / "libpq-1234.so.5").read_text() == "libs"
         assert _pg_bin_reachable_by_others(install / "bin") == copied  # reused, not copied again
         private.chmod(0o755)
         assert _pg_bin_reachable_by_others(install / "bin") == install / "bin"
     finally:
-        shutil.rmtree(copied.parent, ignore_errors=True)
+        shutil.rmtree(copied.parent.parent.parent, ignore_errors=True)
         shutil.rmtree(base, ignore_errors=True)
