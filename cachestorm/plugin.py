@@ -64,6 +64,7 @@ from cachestorm.strategies import parse
 log = logging.getLogger("cachestorm")
 
 MSG_DRAIN = "cachestorm_drain"
+MSG_PAUSE_WRITES = "cachestorm_pause_writes"
 MSG_CLOCK_PING = "cachestorm_clock_ping"
 MSG_CLOCK_PONG = "cachestorm_clock_pong"
 SHIP_INTERVAL_S = 1.0
@@ -120,6 +121,9 @@ class Worker:
     r: InstrumentedRedis | None = None
     ws_url: str = ""
     fire: Any = None
+    pool_urls: tuple[str, str] = ("", "")
+    # Set by a shape's quiesce phase; user classes that write check it before each write.
+    writes_paused: bool = False
     shipper: Shipper | None = None
     ship_greenlet: Any = None
     ended_run: str | None = None
@@ -135,17 +139,25 @@ class Worker:
         runner = self.environment.runner
         if isinstance(runner, WorkerRunner):
             self.process_base = (max(runner.worker_index, 0) + 1) * NODE_PROCESS_STRIDE
-        if self.cache is None:
-            if self.options.request_events == "batched":
-                self.fire = BatchedRequests(self.environment).fire
-            else:
-                self.fire = self.environment.events.request.fire
-            fire = self.fire
-            self.r = InstrumentedRedis(self.options.redis_url, fire, pool_size=self.options.redis_pool_size)
-            self.pg = InstrumentedPG(self.options.pg_dsn, fire, self.options.pg_pool_size)
-            strategy = make_strategy(self.options.strategy, self.r)
-            self.cache = CacheClient(self.r, self.pg, strategy, self.recorder, self.options.fill_delay_ms)
+        o = self.options
+        if self.fire is None:
+            batched = o.request_events == "batched"
+            self.fire = (
+                BatchedRequests(self.environment).fire if batched else self.environment.events.request.fire
+            )
+        # Pools live across runs; a run started from the web UI with other URLs gets new ones.
+        if self.r is None or self.pool_urls != (o.redis_url, o.pg_dsn):
+            self.close()
+            self.r = InstrumentedRedis(o.redis_url, self.fire, pool_size=o.redis_pool_size)
+            self.pg = InstrumentedPG(o.pg_dsn, self.fire, o.pg_pool_size)
+            self.pool_urls = (o.redis_url, o.pg_dsn)
+        assert self.pg is not None
+        # Rebuilt every run: the strategy and fill delay may have been changed in the web UI.
+        self.cache = CacheClient(
+            self.r, self.pg, make_strategy(o.strategy, self.r), self.recorder, o.fill_delay_ms
+        )
         self.ws_url = self.options.ws_url
+        self.writes_paused = False
         self.recorder.enabled = self.options.history
         self.recorder.take()
         assert runner is not None
@@ -191,6 +203,7 @@ class Worker:
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()
+        self.r = self.pg = None
 
 
 @dataclass
@@ -204,6 +217,8 @@ class Master:
     run_dir: Path | None = None
     started_ns: int = 0
     first_run_id: str = ""
+    # The services this session talks to: (redis_url, pg_dsn, ws_url).
+    urls: tuple[str, str, str] = ("", "", "")
 
     def setup_services(self) -> None:
         global _services
@@ -248,10 +263,40 @@ class Master:
         except ServiceError as e:
             fatal(str(e))
         self.options = Options.from_parsed(parsed)
+        self.urls = (parsed.redis_url, parsed.pg_dsn, parsed.ws_url)
+
+    def adopt_urls(self) -> bool:
+        """Take the URLs of a run started from the web UI, whose form posts every field.
+
+        A blank field keeps the session's service; a new URL is checked first. Returns False, after
+        one error line, when a new URL does not work: the run must not start against it.
+        """
+        parsed = self.environment.parsed_options
+        assert parsed is not None
+        posted = (parsed.redis_url, parsed.pg_dsn, parsed.ws_url)
+        wanted = tuple(new or old for new, old in zip(posted, self.urls, strict=True))
+        if wanted != self.urls:
+            try:
+                for check, new, old in zip((check_redis, check_pg, check_ws), wanted, self.urls, strict=True):
+                    if new != old:
+                        check(new)
+                with psycopg.connect(wanted[1], autocommit=True) as conn:
+                    schema.install(conn)
+            except ServiceError as e:
+                log.error("cachestorm: %s The run is stopped.", e)
+                parsed.redis_url, parsed.pg_dsn, parsed.ws_url = self.urls
+                return False
+            self.urls = (wanted[0], wanted[1], wanted[2])
+        parsed.redis_url, parsed.pg_dsn, parsed.ws_url = self.urls
+        return True
 
     def start_run(self) -> None:
         parsed = self.environment.parsed_options
         assert parsed is not None
+        if not self.adopt_urls():
+            runner = self.environment.runner
+            assert runner is not None
+            gevent.spawn(runner.stop)
         run_id = self.first_run_id or new_run_id()
         self.first_run_id = ""
         parsed.run_id = run_id
@@ -413,11 +458,29 @@ class Plugin:
         stop_services()
 
 
-def close_on_sigterm(environment: Environment) -> None:
-    """Make SIGTERM close a headless shape run the way Ctrl-C does.
+def pause_writes(runner: Any) -> None:
+    """Ask every node to stop writing for the rest of the run (users keep running).
 
-    Locust joins a headless shape test before it installs its own SIGTERM handler, so until the
-    shape ends SIGTERM would kill the process with the run half written. Raising KeyboardInterrupt
+    Locust cannot stop one user class while keeping the user count: its dispatcher applies a new
+    class list only to users it spawns next. So the writers stay, and skip their writes.
+    """
+    runner.send_message(MSG_PAUSE_WRITES, None)
+
+
+def interrupt_main_greenlet() -> None:
+    """Raise KeyboardInterrupt in the main greenlet, which is where Locust expects Ctrl-C."""
+    gevent.get_hub().parent.throw(KeyboardInterrupt())
+
+
+def route_signals(environment: Environment) -> None:
+    """Deliver Ctrl-C and SIGTERM to the main greenlet, where Locust closes the test.
+
+    SIGINT: Python raises KeyboardInterrupt in whichever frame is running, and under load that is
+    often a user's greenlet, which then dies with a traceback before gevent passes the interrupt
+    on. Handled by gevent instead, it always lands in the main greenlet.
+
+    SIGTERM: Locust joins a headless shape test before it installs its own SIGTERM handler, so
+    until the shape ends SIGTERM would kill the process with the run half written. Meanwhile it
     takes the Ctrl-C path: the test stops, the run is closed, the services are stopped. In every
     other mode Locust's own handler is in place and this one stands aside.
     """
@@ -429,9 +492,9 @@ def close_on_sigterm(environment: Environment) -> None:
             return
         if runner.state in (STATE_STOPPING, STATE_STOPPED, STATE_CLEANUP):
             return  # the shape is over and Locust's handler is installed
-        # What gevent does with a real Ctrl-C: raise KeyboardInterrupt in the main greenlet.
-        gevent.get_hub().parent.throw(KeyboardInterrupt())
+        interrupt_main_greenlet()
 
+    gevent.signal_handler(signal.SIGINT, interrupt_main_greenlet)
     gevent.signal_handler(signal.SIGTERM, on_sigterm)
 
 
@@ -459,8 +522,8 @@ def register(environment: Environment) -> Plugin:
         else None
     )
     plugin = Plugin(environment, worker, master)
+    route_signals(environment)
     if master is not None:
-        close_on_sigterm(environment)
         master.first_run_id = o.run_id
         if not environment.stop_timeout:
             # Locust's default kills users mid-task at stop: a writer killed between its commit and
@@ -482,6 +545,12 @@ def register(environment: Environment) -> Plugin:
                 )
 
             runner.register_message(MSG_CLOCK_PING, pong)
+        if worker is not None:
+
+            def on_pause(environment: Environment, msg: Any, **_kw: Any) -> None:
+                worker.writes_paused = True
+
+            runner.register_message(MSG_PAUSE_WRITES, on_pause)
         if isinstance(runner, WorkerRunner) and worker is not None:
 
             def drain(environment: Environment, msg: Any, **_kw: Any) -> None:

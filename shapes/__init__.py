@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .ramp import StepRamp, without_writers
+from .ramp import StepRamp
 
-__all__ = ["StepRamp", "without_writers"]
+__all__ = ["StepRamp"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from locust import LoadTestShape
+
+from cachestorm.plugin import pause_writes
 
 STEPS = (0.1, 0.2, 0.5, 1.0)
 """Fractions of the peak user count, one per step, each held for a quarter of the ramp time."""
@@ -16,10 +17,10 @@ class StepRamp(LoadTestShape):
 
     Each step lasts ``ramp_time / 4`` seconds and its spawn rate reaches the step's user count in
     half that time, so every step spends its second half at a steady load. After ``ramp_time``
-    the peak is held for ``hold_time`` seconds. Then, for ``quiesce_time`` seconds, only the user
-    classes that do not write keep running (see :func:`without_writers`), so that whatever the
-    cache still holds wrong once writes have stopped shows as the lasting inconsistency it is;
-    then :meth:`tick` returns ``None`` and the test stops. The user count includes users with
+    the peak is held for ``hold_time`` seconds. Then, for ``quiesce_time`` seconds, the users keep
+    running but writes stop (:func:`cachestorm.plugin.pause_writes`), so that whatever the cache
+    still holds wrong once writes have stopped shows as the lasting inconsistency it is; then
+    :meth:`tick` returns ``None`` and the test stops. The user count includes users with
     ``fixed_count`` (the WebSocket listeners).
 
     The peak, ramp time and hold time come from the parsed Locust options ``ramp_users``,
@@ -39,6 +40,7 @@ class StepRamp(LoadTestShape):
     default_ramp_time = 60.0
     default_hold_time = 15.0
     default_quiesce_time = 5.0
+    _quiescing = False
 
     def _option(self, name: str, default: float) -> float:
         options = self.runner.environment.parsed_options if self.runner is not None else None
@@ -53,17 +55,19 @@ class StepRamp(LoadTestShape):
         hold_time = max(0.0, self._option("hold_time", self.default_hold_time))
         return peak, ramp_time, hold_time
 
-    def tick(self) -> tuple[int, float] | tuple[int, float, list[Any]] | None:
-        """``(users, spawn_rate)`` for the current step, ``(users, spawn_rate, classes)`` while
-        quiescing, or ``None`` once it is all over."""
+    def tick(self) -> tuple[int, float] | None:
+        """``(users, spawn_rate)`` for the current step, or ``None`` once it is all over."""
         peak, ramp_time, hold_time = self.settings()
         quiesce_time = max(0.0, self._option("quiesce_time", self.default_quiesce_time))
         run_time = self.get_run_time()
         if run_time >= ramp_time + hold_time + quiesce_time:
             return None
         if run_time >= ramp_time + hold_time:
-            classes = self.runner.user_classes if self.runner is not None else []
-            return peak, float(max(peak, 1)), without_writers(classes)
+            if not self._quiescing and self.runner is not None:
+                pause_writes(self.runner)
+            self._quiescing = True
+            return peak, float(max(peak, 1))
+        self._quiescing = False  # a new run (the web UI reuses the shape)
         if ramp_time <= 0:
             # No steps to fit into: go straight to the peak within about a second.
             return peak, float(max(peak, 1))
@@ -75,14 +79,3 @@ class StepRamp(LoadTestShape):
         spawn_rate = max(users - previous, 1) / (dwell / 2)
         # Locust wants a positive rate even for a step that adds no users.
         return users, max(spawn_rate, 1.0)
-
-
-def without_writers(user_classes: list[Any]) -> list[Any]:
-    """The user classes that do not write (whose ``writes`` attribute is not true).
-
-    Example::
-
-        class CacheWriter(User):
-            writes = True  # stopped while a shape quiesces
-    """
-    return [u for u in user_classes if not getattr(u, "writes", False)]

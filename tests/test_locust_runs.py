@@ -216,7 +216,7 @@ def test_a_signal_mid_run_closes_the_run_and_stops_the_services(sig: int, tmp_pa
                 proc.kill()
     text = log.read_text()
     assert code == 0, text[-3000:]
-    assert "Traceback" not in text
+    assert "Traceback" not in text, text[text.find("Traceback") - 200 :][:4000]
     run = json.loads((tmp_path / "sig" / "run.json").read_text())
     assert run["history_complete"] is True and run["rows"] > 100
     ports = announced_ports(text)

@@ -7,29 +7,18 @@ from typing import Any
 
 import pytest
 
-from shapes import StepRamp, without_writers
-
-
-class Reader:
-    pass
-
-
-class Writer:
-    writes = True
-
-
-class Listener:
-    writes = False
-
-
-CLASSES = [Reader, Writer, Listener]
+from cachestorm.plugin import MSG_PAUSE_WRITES
+from shapes import StepRamp
 
 
 def make_shape(monkeypatch: pytest.MonkeyPatch, options: Any = None) -> tuple[StepRamp, list[float]]:
     """A StepRamp whose run time is ``clock[0]``; ``options`` plays ``parsed_options``."""
     shape = StepRamp()
+    sent: list[str] = []
     shape.runner = SimpleNamespace(  # type: ignore[assignment]
-        environment=SimpleNamespace(parsed_options=options), user_classes=CLASSES
+        environment=SimpleNamespace(parsed_options=options),
+        sent=sent,
+        send_message=lambda kind, data=None: sent.append(kind),
     )
     clock = [0.0]
     monkeypatch.setattr(shape, "get_run_time", lambda: clock[0])
@@ -78,15 +67,22 @@ def test_spawn_rate_reaches_each_step_within_half_its_dwell(monkeypatch: pytest.
         previous = users
 
 
-def test_quiesce_stops_the_writers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quiesce_pauses_writes_once(monkeypatch: pytest.MonkeyPatch) -> None:
     shape, clock = make_shape(monkeypatch)
-    clock[0] = 74.0
-    assert len(shape.tick() or ()) == 2  # all classes while holding
+    sent = shape.runner.sent  # type: ignore[union-attr]
+    for t in (10.0, 74.0):
+        clock[0] = t
+        assert shape.tick() is not None
+    assert sent == []
+    for t in (75.0, 76.0, 79.0):
+        clock[0] = t
+        assert shape.tick() == (500, 500.0)  # same users, writes paused
+    assert sent == [MSG_PAUSE_WRITES]
+    clock[0] = 1.0  # the web UI starts the same shape again: a new run pauses again
+    shape.tick()
     clock[0] = 76.0
-    result = shape.tick()
-    assert result is not None and len(result) == 3
-    assert result[2] == [Reader, Listener]
-    assert without_writers(CLASSES) == [Reader, Listener]
+    shape.tick()
+    assert sent == [MSG_PAUSE_WRITES, MSG_PAUSE_WRITES]
 
 
 def test_parsed_options_none(monkeypatch: pytest.MonkeyPatch) -> None:

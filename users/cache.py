@@ -46,7 +46,6 @@ class CacheWriter(_CacheUser):
 
     weight = 2
     wait_time = between(0.5, 1.5)
-    writes = True
 
     def on_start(self) -> None:
         super().on_start()
@@ -55,6 +54,8 @@ class CacheWriter(_CacheUser):
 
     @task
     def write(self) -> None:
+        if self.node.writes_paused:
+            return  # a shape is quiescing: readers go on, writes stop
         self.written += 1
         payload = f"{self.process}:{self.written}:".ljust(self.payload_bytes, "x")
         self.renew(self.cache.write(self.process, self.next_key(), payload))
