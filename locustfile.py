@@ -1,29 +1,86 @@
-"""cachestorm's locustfile: coherence load test of a Redis cache in front of PostgreSQL.
+"""cachestorm's locustfile: coherence and contention load tests of a Redis cache over PostgreSQL.
 
-    locust -f locustfile.py --headless                 # embedded services, StepRamp to 500 users
-    locust -f locustfile.py                            # the same in the web UI
-    locust -f locustfile.py --strategy cache-aside --fill-delay-ms 5   # the positive control
+    locust -f locustfile.py --headless                          # coherence scenario, StepRamp to 500
+    locust -f locustfile.py                                     # the same in the web UI
+    locust -f locustfile.py --strategy cache-aside --fill-delay-ms 20   # the positive control
+    locust -f locustfile.py --headless --scenario contention --shape Spike
 
 See README.md and docs/ for the options, the op history and the checks.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from locust import events
 
 from cachestorm import options, plugin
-from shapes import StepRamp
-from users import CacheReader, CacheWriter, WebSocketListener
+from shapes import Soak, Spike, Stages, StagesError, StepRamp, load_stages
+from users import (
+    CacheReader,
+    CacheWriter,
+    CounterUser,
+    Invalidator,
+    LockUser,
+    MemoryPressureUser,
+    StampedeTrigger,
+    StampedeUser,
+    TransactionUser,
+    WebSocketListener,
+    contention,
+    scenarios,
+)
 
-__all__ = ["CacheReader", "CacheWriter", "StepRamp", "WebSocketListener"]
+__all__ = [
+    "CacheReader",
+    "CacheWriter",
+    "CounterUser",
+    "Invalidator",
+    "LockUser",
+    "MemoryPressureUser",
+    "Soak",
+    "Spike",
+    "Stages",
+    "StampedeTrigger",
+    "StampedeUser",
+    "StepRamp",
+    "TransactionUser",
+    "WebSocketListener",
+]
 
 events.init_command_line_parser.add_listener(options.add_arguments)
+events.init_command_line_parser.add_listener(contention.add_arguments)
+
+
+def choose_shape(environment: Any) -> None:
+    """``--shape NAME``, StepRamp by default (Locust would take whichever shape it found first)."""
+    name = environment.parsed_options.shape or "StepRamp"
+    shapes = environment.available_shape_classes or {}
+    if name not in shapes:
+        plugin.fatal(f"--shape is {name!r}: use one of {', '.join(sorted(shapes))}.")
+    environment.shape_class = shapes[name]
+    environment.shape_class.runner = environment.runner
 
 
 @events.init.add_listener
 def _register(environment: Any, **_kwargs: Any) -> None:
-    if environment.parsed_options is not None:
-        WebSocketListener.fixed_count = environment.parsed_options.listeners
+    parsed = environment.parsed_options
+    if parsed is None:
+        return
+    problems = contention.problems(parsed)
+    if problems:
+        plugin.fatal(problems[0])
+    WebSocketListener.fixed_count = parsed.listeners
+    scenarios.apply(environment)
+    choose_shape(environment)
+    if parsed.stages:
+        try:
+            load_stages(parsed.stages, list(environment.available_user_classes or {}))
+        except StagesError as e:
+            plugin.fatal(str(e))
     plugin.register(environment)
+
+
+if __name__ == "__main__":
+    sys.exit("run me with locust: locust -f locustfile.py")

@@ -7,7 +7,8 @@ Typical use from a notebook::
     verdict = run_checks(history, load_run("results/run1"))
     verdict.passed, verdict.check("stale_read").figures
 
-The command line is ``python -m analysis RESULTS``; docs/checks.md defines every check.
+The command line is ``python -m analysis RESULTS [--thresholds FILE|none]``; docs/checks.md
+defines every check and the thresholds schema.
 """
 
 from __future__ import annotations
@@ -25,28 +26,55 @@ from analysis.checks import (
     check_ws_delivery,
     run_checks,
 )
+from analysis.contention import (
+    check_counter,
+    check_eviction,
+    check_invalidation_latency,
+    check_lock_safety,
+    check_stampede,
+    check_tx_atomicity,
+)
 from analysis.load import InputError, load_history, load_locust, load_results, load_run, normalise
-from analysis.verdict import CheckResult, Verdict, write_summary
+from analysis.thresholds import (
+    Thresholds,
+    ThresholdsError,
+    evaluate_thresholds,
+    load_thresholds,
+    parse_thresholds,
+)
+from analysis.verdict import CheckResult, ThresholdResult, Verdict, write_summary
 
 __all__ = [
     "CHECK_NAMES",
     "CheckResult",
     "InputError",
     "Options",
+    "ThresholdResult",
+    "Thresholds",
+    "ThresholdsError",
     "Verdict",
+    "check_counter",
     "check_divergence",
+    "check_eviction",
     "check_future_read",
     "check_history_complete",
     "check_hit_ratio",
+    "check_invalidation_latency",
     "check_latency",
+    "check_lock_safety",
     "check_monotonic_read",
     "check_stale_read",
+    "check_stampede",
+    "check_tx_atomicity",
     "check_ws_delivery",
+    "evaluate_thresholds",
     "load_history",
     "load_locust",
     "load_results",
     "load_run",
+    "load_thresholds",
     "normalise",
+    "parse_thresholds",
     "run_checks",
     "write_summary",
 ]

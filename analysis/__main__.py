@@ -1,6 +1,7 @@
 """``python -m analysis RESULTS``: check a run's op history and print the verdict.
 
-Exit status: 0 every check passed, 1 a check failed, 2 the input could not be analysed.
+Exit status: 0 every check passed, 1 a check failed or a threshold was breached, 2 the input (or the
+thresholds file) could not be used.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from analysis.checks import Options, run_checks
 from analysis.console import render
 from analysis.load import InputError, load_results
+from analysis.thresholds import load_thresholds
 from analysis.verdict import dumps, write_summary
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
@@ -22,7 +24,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description="Check a cachestorm run's op history for cache anomalies and write summary.json.",
-        epilog="Exit status: 0 all checks passed, 1 a check failed, 2 bad input. See docs/checks.md.",
+        epilog="Exit status: 0 all checks and thresholds passed, 1 a check failed or a threshold was "
+        "breached, 2 bad input or thresholds file. See docs/checks.md.",
     )
     parser.add_argument("results", help="the results directory of a run (holds history/, run.json)")
     parser.add_argument(
@@ -40,6 +43,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="writes this close to a WebSocket connection's open or close are not expected (default 1)",
     )
+    parser.add_argument(
+        "--thresholds",
+        metavar="FILE",
+        default=None,
+        help="TOML file of SLAs judged against the figures (default: the seed SLAs in "
+        "analysis/thresholds.toml); 'none' applies no thresholds",
+    )
     parser.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     args = parser.parse_args(argv)
     if args.tolerance is not None and args.tolerance < 0:
@@ -53,12 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the analysis; return the exit status."""
     args = parse_args(argv)
     try:
+        thresholds = None if args.thresholds == "none" else load_thresholds(args.thresholds)
         inputs = load_results(args.results)
     except InputError as exc:
         print(f"analysis: {exc}", file=sys.stderr)
         return EXIT_INPUT
     options = Options.resolve(inputs.run, tolerance_ms=args.tolerance, ws_grace_s=args.ws_grace)
-    verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust)
+    verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust, thresholds=thresholds)
     summary = verdict.to_summary()
     try:
         write_summary(inputs.results, summary)

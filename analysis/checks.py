@@ -10,13 +10,16 @@ definitions and the reasoning behind them are in docs/checks.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.load import COLUMNS, normalise
 from analysis.verdict import CheckResult, Verdict, jsonable
+
+if TYPE_CHECKING:
+    from analysis.thresholds import Thresholds
 
 NS_PER_US = 1_000
 NS_PER_MS = 1_000_000
@@ -27,7 +30,18 @@ NO_RUN_NOTE = (
     "so the history may be partial"
 )
 WS_OPS = ("ws_open", "ws_recv", "ws_close")
-LATENCY_GROUPS = ("read_hit", "read_miss", "write", "fill", "notification")
+#: Latency groups of the coherence workload, then one per contention operation (docs/history.md).
+CONTENTION_LATENCY_OPS = (
+    "incr",
+    "counter_read",
+    "tx_transfer",
+    "tx_read",
+    "lock_acquire",
+    "guarded_write",
+    "invalidate_batch",
+    "db_load",
+)
+LATENCY_GROUPS = ("read_hit", "read_miss", "write", "fill", "notification", *CONTENTION_LATENCY_OPS)
 CHECK_NAMES = (
     "stale_read",
     "future_read",
@@ -37,7 +51,14 @@ CHECK_NAMES = (
     "hit_ratio",
     "latency",
     "history_complete",
+    "counter",
+    "stampede",
+    "tx_atomicity",
+    "lock_safety",
+    "invalidation_latency",
+    "eviction",
 )
+DEFAULT_LOCK_TTL_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,8 @@ class Options:
     ws_grace_ns: int = NS_PER_S
     examples: int = 5
     tolerance_from: str = "default"
+    lock_ttl_ns: int = DEFAULT_LOCK_TTL_MS * NS_PER_MS
+    stampede_guard: str | None = None
 
     @classmethod
     def resolve(
@@ -71,11 +94,19 @@ class Options:
             if isinstance(uncertainty, int | float) and not isinstance(uncertainty, bool) and uncertainty > 0:
                 tolerance, source = int(uncertainty), "run.json clock_uncertainty_ns"
         grace = NS_PER_S if ws_grace_s is None else round(ws_grace_s * NS_PER_S)
+        run_options = (run or {}).get("options")
+        run_options = run_options if isinstance(run_options, dict) else {}
+        ttl_ms = run_options.get("lock_ttl_ms")
+        if not isinstance(ttl_ms, int | float) or isinstance(ttl_ms, bool) or ttl_ms <= 0:
+            ttl_ms = DEFAULT_LOCK_TTL_MS
+        guard = run_options.get("stampede_guard")
         return cls(
             tolerance_ns=max(int(tolerance), 0),
             ws_grace_ns=max(int(grace), 0),
             examples=examples,
             tolerance_from=source,
+            lock_ttl_ns=round(ttl_ms * NS_PER_MS),
+            stampede_guard=guard if isinstance(guard, str) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +115,8 @@ class Options:
             "tolerance_ns": self.tolerance_ns,
             "tolerance_from": self.tolerance_from,
             "ws_grace_s": self.ws_grace_ns / NS_PER_S,
+            "lock_ttl_ms": self.lock_ttl_ns / NS_PER_MS,
+            "stampede_guard": self.stampede_guard,
         }
 
 
@@ -237,6 +270,26 @@ def _worst(score: np.ndarray, n: int) -> np.ndarray:
 # Checks
 
 
+def stale_flags(
+    history: pd.DataFrame, tolerance_ns: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The ok reads, the ok writes with their running maximum, and which reads are stale.
+
+    The core of :func:`check_stale_read`, shared with the checks that judge stale reads in a
+    window (``eviction``). ``reads`` is the compact frame of :func:`_ops`; ``stale[i]`` says whether
+    read ``i`` returned a version below one whose write completed before ``t_invoke - tolerance_ns``.
+    """
+    history = normalise(history)
+    reads = _ops(history, _is(history, "read"))
+    writes = _running_max(_ops(history, _is(history, "write")))
+    if len(reads) == 0:
+        return reads, writes, np.zeros(0, dtype=bool)
+    cut = reads["t_invoke"].to_numpy() - tolerance_ns
+    seen_max = _max_completed_before(reads, writes, cut)
+    stale = np.nan_to_num(seen_max, nan=-np.inf) > reads["version"].to_numpy()
+    return reads, writes, stale
+
+
 def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int = 5) -> CheckResult:
     """Ok reads that returned a version older than one whose write had already completed.
 
@@ -245,14 +298,9 @@ def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int
     """
     name = "stale_read"
     history = normalise(history)
-    reads = _ops(history, _is(history, "read"))
+    reads, writes, stale = stale_flags(history, tolerance_ns)
     if len(reads) == 0:
         return CheckResult.skip(name, "no ok reads with a version", {"tolerance_ns": tolerance_ns})
-    writes = _running_max(_ops(history, _is(history, "write")))
-    cut = reads["t_invoke"].to_numpy() - tolerance_ns
-    seen_max = _max_completed_before(reads, writes, cut)
-    versions = reads["version"].to_numpy()
-    stale = np.nan_to_num(seen_max, nan=-np.inf) > versions
     stale_reads = reads.loc[stale].reset_index(drop=True)
 
     figures: dict[str, Any] = {
@@ -621,11 +669,15 @@ def check_latency(history: pd.DataFrame) -> CheckResult:
         "write": _is(history, "write"),
         "fill": _is(history, "fill"),
     }
-    groups = {g: latency_stats(duration[m.to_numpy()]) for g, m in masks.items()}
+    masks.update({f: _is(history, f) for f in CONTENTION_LATENCY_OPS})
     notified = history.loc[_is(history, "ws_recv") & history["value"].notna()]
-    groups["notification"] = latency_stats(
+    notification = latency_stats(
         notified["t_complete"].to_numpy(dtype="int64") - notified["value"].to_numpy(dtype="int64")
     )
+    groups = {
+        g: notification if g == "notification" else latency_stats(duration[masks[g].to_numpy()])
+        for g in LATENCY_GROUPS
+    }
     if all(s["count"] == 0 for s in groups.values()):
         return CheckResult.skip(name, "no ok operations to time", groups)
     return CheckResult(name, passed=True, figures=groups)
@@ -672,12 +724,19 @@ def run_checks(
     run: dict[str, Any] | None = None,
     options: Options | None = None,
     locust: dict[str, Any] | None = None,
+    thresholds: Thresholds | None = None,
 ) -> Verdict:
     """Run every check and compose the results into one :class:`Verdict`.
 
     ``history`` may be ``None`` (a results dir holding only Locust CSVs): every history check is
-    then skipped. ``options`` default to :meth:`Options.resolve` on ``run``.
+    then skipped. ``options`` default to :meth:`Options.resolve` on ``run``. ``thresholds`` (see
+    :func:`analysis.thresholds.load_thresholds`) are judged against the results when given; the
+    library applies none by default, the command line applies the seed SLAs.
     """
+    # Imported here: both modules build on this one's helpers.
+    from analysis import contention  # noqa: PLC0415
+    from analysis.thresholds import evaluate_thresholds  # noqa: PLC0415
+
     options = options or Options.resolve(run)
     n = options.examples
     notes: list[str] = []
@@ -686,7 +745,7 @@ def run_checks(
     if history is None:
         notes.append(f"{NO_HISTORY}: only Locust's figures are reported")
         checks = [CheckResult.skip(c, NO_HISTORY) for c in CHECK_NAMES if c != "history_complete"]
-        checks.append(check_history_complete(run, None))
+        checks.insert(CHECK_NAMES.index("history_complete"), check_history_complete(run, None))
     else:
         h = normalise(history)
         tol = options.tolerance_ns
@@ -699,5 +758,25 @@ def run_checks(
             check_hit_ratio(h),
             check_latency(h),
             check_history_complete(run, len(h)),
+            contention.check_counter(h, tol, n),
+            contention.check_stampede(h, options.stampede_guard == "lock", n),
+            contention.check_tx_atomicity(h, n),
+            contention.check_lock_safety(h, options.lock_ttl_ns, tol, n),
+            contention.check_invalidation_latency(h),
+            contention.check_eviction(h, tol, n),
         ]
-    return Verdict(checks=checks, run=run, locust=locust, options=options.to_dict(), notes=notes)
+    judged = (
+        evaluate_thresholds(thresholds, checks, None if history is None else normalise(history), run, locust)
+        if thresholds is not None
+        else []
+    )
+    summary_options = options.to_dict()
+    summary_options["thresholds"] = thresholds.source if thresholds is not None else None
+    return Verdict(
+        checks=checks,
+        run=run,
+        locust=locust,
+        options=summary_options,
+        notes=notes,
+        thresholds=judged,
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from analysis.checks import LATENCY_GROUPS
-from analysis.verdict import CheckResult, Verdict
+from analysis.checks import CONTENTION_LATENCY_OPS, LATENCY_GROUPS
+from analysis.verdict import CheckResult, ThresholdResult, Verdict
 
 WIDTH = 100
 
@@ -29,6 +29,36 @@ KEY_FIGURES: dict[str, tuple[str, ...]] = {
     "hit_ratio": ("reads", "hits", "misses", "ratio"),
     "latency": (),
     "history_complete": ("rows_loaded", "rows_reported", "missing_batch_count"),
+    "counter": (
+        "reads_checked",
+        "increments_ok",
+        "increments_info",
+        "increments_fail",
+        "lost_updates",
+        "max_shortfall",
+        "above_upper_bound",
+    ),
+    "stampede": (
+        "epochs",
+        "db_loads",
+        "max_loads_per_epoch",
+        "p99_loads_per_epoch",
+        "mean_loads_per_epoch",
+        "peak_db_loads_per_s",
+        "multi_load_epochs",
+    ),
+    "tx_atomicity": ("reads", "transfers_ok", "transfers_fail", "watch_abort_rate", "max_abs_sum"),
+    "lock_safety": (
+        "acquisitions_ok",
+        "acquisitions_fail",
+        "releases_fail",
+        "guarded_writes_accepted",
+        "guarded_writes_refused",
+        "overlaps",
+        "stale_token_accepts",
+    ),
+    "invalidation_latency": ("count", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_keys_per_batch"),
+    "eviction": ("samples", "evictions", "hit_ratio", "stale_reads", "stale_during_eviction"),
 }
 
 
@@ -78,6 +108,8 @@ def _latency_table(verdict: Verdict) -> list[str]:
         stats = groups.get(group)
         if not isinstance(stats, dict):
             continue
+        if group in CONTENTION_LATENCY_OPS and not stats.get("count"):
+            continue  # shown only for runs of the contention workloads
         cells = "".join(
             f"{stats.get(c, 0):>12d}" if c == "count" else f"{_num(stats.get(c)):>12}" for c in columns
         )
@@ -114,6 +146,28 @@ def _locust_table(locust: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _threshold_lines(verdict: Verdict) -> list[str]:
+    """One line per threshold naming the figure and the limit; passing max_violations lines folded."""
+    if not verdict.thresholds:
+        return []
+    source = verdict.options.get("thresholds")
+    lines = [f"THRESHOLDS ({source})" if source else "THRESHOLDS", "-" * WIDTH]
+    folded: list[ThresholdResult] = []
+    for threshold in verdict.thresholds:
+        if threshold.name.startswith("threshold:max_violations.") and threshold.status != "FAIL":
+            folded.append(threshold)
+            continue
+        lines.extend(textwrap.wrap(threshold.describe(), WIDTH, subsequent_indent="    "))
+    if folded:
+        judged = [t for t in folded if not t.skipped]
+        limit = _fmt(int(folded[0].limit))
+        lines.insert(
+            2,
+            f"PASS threshold max_violations: at most {limit} on each of {len(judged)} checks that ran",
+        )
+    return lines
+
+
 def render(verdict: Verdict) -> str:
     """The whole console report, ending with the ``VERDICT:`` line."""
     run = verdict.run or {}
@@ -121,7 +175,7 @@ def render(verdict: Verdict) -> str:
     if run.get("run_id"):
         lines.append(f"run {run['run_id']}")
     lines += _check_table(verdict)
-    for block in (_latency_table(verdict), _locust_table(verdict.locust)):
+    for block in (_latency_table(verdict), _locust_table(verdict.locust), _threshold_lines(verdict)):
         if block:
             lines += ["", *block]
     if verdict.notes:

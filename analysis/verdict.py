@@ -61,6 +61,72 @@ class CheckResult:
 
 
 @dataclass
+class ThresholdResult:
+    """One threshold (an SLA) judged against one figure of the analysis.
+
+    ``comparison`` is ``"min"`` (the figure must be at least the limit) or ``"max"`` (at most). A
+    threshold whose figure is absent (no such operations, or it does not apply to this run) is
+    skipped, with a ``reason``, and counts as passed.
+    """
+
+    name: str
+    label: str
+    comparison: str
+    limit: float
+    figure: float | None = None
+    unit: str = ""
+    skipped: bool = False
+    reason: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether the figure is within the limit (always for a skipped threshold)."""
+        if self.skipped or self.figure is None:
+            return True
+        return self.figure >= self.limit if self.comparison == "min" else self.figure <= self.limit
+
+    @property
+    def status(self) -> str:
+        """``PASS``, ``FAIL`` or ``SKIP``."""
+        if self.skipped:
+            return "SKIP"
+        return "PASS" if self.passed else "FAIL"
+
+    def describe(self) -> str:
+        """One line naming the figure and the limit, e.g. ``FAIL threshold incr p95 17.2 ms > 15 ms``."""
+        if self.skipped:
+            return f"SKIP threshold {self.label}: {self.reason}"
+        unit = f" {self.unit}" if self.unit else ""
+        ops = {("min", True): ">=", ("min", False): "<", ("max", True): "<=", ("max", False): ">"}
+        op = ops[self.comparison, self.passed]
+        figure, limit = _short(self.figure), _short(self.limit)
+        return f"{self.status} threshold {self.label} {figure}{unit} {op} {limit}{unit}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The threshold's entry in ``summary.json``."""
+        entry: dict[str, Any] = {
+            "passed": self.passed,
+            "figure": self.figure,
+            "limit": self.limit,
+            "skipped": self.skipped,
+            "comparison": self.comparison,
+            "unit": self.unit or None,
+        }
+        if self.reason is not None:
+            entry["reason"] = self.reason
+        return jsonable(entry)
+
+
+def _short(value: float | None) -> str:
+    """A figure for a sentence: integers as they are, others to three decimals at most."""
+    if value is None:
+        return "-"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+@dataclass
 class Verdict:
     """All check results of one analysis, plus the context they were computed in."""
 
@@ -69,16 +135,28 @@ class Verdict:
     locust: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    thresholds: list[ThresholdResult] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        """True when no check failed (skipped checks count as passed)."""
-        return all(c.passed for c in self.checks)
+        """True when no check failed and no threshold was breached (skipped ones count as passed)."""
+        return all(c.passed for c in self.checks) and all(t.passed for t in self.thresholds)
 
     @property
     def failed(self) -> list[str]:
-        """Names of the failed checks, in check order."""
-        return [c.name for c in self.checks if not c.passed]
+        """Names of the failed checks, in check order, then of the breached thresholds.
+
+        A ``threshold:max_violations.<check>`` breach is left out when ``<check>`` itself failed:
+        the check's name already says it.
+        """
+        checks = [c.name for c in self.checks if not c.passed]
+        prefix = "threshold:max_violations."
+        thresholds = [
+            t.name
+            for t in self.thresholds
+            if not t.passed and not (t.name.startswith(prefix) and t.name[len(prefix) :] in checks)
+        ]
+        return checks + thresholds
 
     def check(self, name: str) -> CheckResult:
         """The result of the check called ``name``."""
@@ -96,6 +174,7 @@ class Verdict:
             "options": self.options,
             "notes": self.notes,
             "checks": {c.name: c.to_dict() for c in self.checks},
+            "thresholds": {t.name: t.to_dict() for t in self.thresholds},
             "locust": self.locust
             if self.locust is not None
             else {"skipped": True, "reason": "no Locust CSV exports (locust_stats.csv)"},

@@ -56,21 +56,27 @@ class CacheClient:
                 self.recorder.append((process, "read", key, "ok", t0, now(), version, None, "hit"))
                 return "ok"
             parse(raw)  # a tombstone or nothing: a miss; anything else is corrupt (ValueError)
+            token = self.strategy.lease(key)
             version, payload = self.pg.read(entity_id)
-        except (redis.RedisError, psycopg.Error, LookupError, ValueError):
-            # A read changes nothing, so a read that failed for any reason certainly had no effect.
+        except (redis.RedisError, psycopg.Error, LookupError, ValueError, UnknownOutcome):
+            # A read changes nothing, so a read that failed for any reason certainly had no effect
+            # (an unknown lease only makes a later fill fail).
             self.record(process, "read", key, "fail", t0, now())
             return "fail"
+        if token is None:
+            # Another reader holds the lease and will fill; this one serves what it read.
+            self.record(process, "read", key, "ok", t0, now(), version, None, "miss")
+            return "ok"
         if self.fill_delay_s:
             gevent.sleep(self.fill_delay_s)
-        status = self._fill(process, key, version, payload)
+        status = self._fill(process, key, version, payload, token)
         self.record(process, "read", key, "ok", t0, now(), version, None, "miss")
         return "info" if status == "info" else "ok"
 
-    def _fill(self, process: int, key: str, version: int, payload: str) -> str:
+    def _fill(self, process: int, key: str, version: int, payload: str, token: str) -> str:
         t0 = now()
         try:
-            installed = self.strategy.fill(key, version, payload)
+            installed = self.strategy.fill(key, version, payload, token)
         except UnknownOutcome:
             self.record(process, "fill", key, "info", t0, now(), version)
             return "info"

@@ -17,10 +17,23 @@ Usage, in a locustfile::
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from typing import Any
 
-STRATEGIES = ("versioned", "cache-aside")
+STRATEGIES = ("versioned", "versioned-cas", "cache-aside")
+SCENARIOS = ("coherence", "contention", "all")
+STAMPEDE_GUARDS = ("none", "lock", "xfetch")
+EVICTION_POLICIES = (
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+)
 DISTRIBUTIONS = ("zipfian", "hotspot", "uniform")
 
 
@@ -62,7 +75,8 @@ def add_arguments(parser: Any) -> None:
         env_var="CACHESTORM_STRATEGY",
         choices=STRATEGIES,
         default="versioned",
-        help="versioned: fills guarded by version compare-and-set and tombstones. "
+        help="versioned: leased fills under version compare-and-set, safe under eviction. "
+        "versioned-cas: the same without leases (unsafe once a tombstone is evicted). "
         "cache-aside: delete on write, unguarded fill (has the stale-set race).",
     )
     group.add_argument(
@@ -136,7 +150,101 @@ def add_arguments(parser: Any) -> None:
         env_var="CACHESTORM_QUIESCE_TIME",
         type=float,
         default=5.0,
-        help="StepRamp: seconds of reads with writers stopped, before the end (shows lasting staleness).",
+        help="Every shape: seconds at the end with writes paused, reads going on (shows lasting staleness).",
+    )
+    for flag, kind, default, text in (
+        ("--spike-base-users", int, 50, "Spike: users before and after the spike."),
+        ("--spike-users", int, 500, "Spike: users during the spike."),
+        ("--spike-warmup", float, 20.0, "Spike: seconds at the baseline before the spike."),
+        ("--spike-time", float, 15.0, "Spike: seconds at the spike."),
+        ("--spike-recovery", float, 20.0, "Spike: seconds back at the baseline after the spike."),
+        ("--soak-users", int, 200, "Soak: users, reached over 30 s."),
+        ("--soak-time", float, 600.0, "Soak: seconds held after the ramp."),
+    ):
+        env = "CACHESTORM_" + flag[2:].upper().replace("-", "_")
+        group.add_argument(flag, env_var=env, type=kind, default=default, help=text)
+    group.add_argument(
+        "--stages",
+        env_var="CACHESTORM_STAGES",
+        default="",
+        help="Stages shape: a .json or .toml file of stages (users, spawn rate, duration, user classes).",
+    )
+    group.add_argument(
+        "--scenario",
+        env_var="CACHESTORM_SCENARIO",
+        choices=SCENARIOS,
+        default="coherence",
+        help="Which users run, unless classes are named on the command line: coherence (readers, writers, "
+        "listeners), contention (counters, transactions, locks, stampedes, invalidations), all.",
+    )
+    group.add_argument(
+        "--shape",
+        env_var="CACHESTORM_SHAPE",
+        default="",
+        help="Load shape for headless runs: StepRamp (default), Spike, Soak or Stages (with --stages).",
+    )
+    group.add_argument(
+        "--ttl-ms",
+        env_var="CACHESTORM_TTL_MS",
+        type=int,
+        default=0,
+        help="TTL in ms of cache entries filled on a miss (0: none); after expiry a read refreshes.",
+    )
+    group.add_argument(
+        "--stampede-guard",
+        env_var="CACHESTORM_STAMPEDE_GUARD",
+        choices=STAMPEDE_GUARDS,
+        default="lock",
+        help="StampedeUser: none (every miss recomputes), lock (one recomputation per epoch), "
+        "xfetch (early, needs --ttl-ms).",
+    )
+    group.add_argument(
+        "--stampede-keys",
+        env_var="CACHESTORM_STAMPEDE_KEYS",
+        type=int,
+        default=3,
+        help="StampedeUser: hot keys.",
+    )
+    group.add_argument(
+        "--stampede-interval",
+        env_var="CACHESTORM_STAMPEDE_INTERVAL",
+        type=float,
+        default=2.0,
+        help="StampedeTrigger: seconds between invalidations of every hot key.",
+    )
+    group.add_argument(
+        "--recompute-ms",
+        env_var="CACHESTORM_RECOMPUTE_MS",
+        type=float,
+        default=50.0,
+        help="StampedeUser: work added to each database load, the expensive recomputation.",
+    )
+    group.add_argument(
+        "--invalidate-batch",
+        env_var="CACHESTORM_INVALIDATE_BATCH",
+        type=int,
+        default=100,
+        help="Invalidator: keys per bulk invalidation.",
+    )
+    group.add_argument(
+        "--redis-maxmemory",
+        env_var="CACHESTORM_REDIS_MAXMEMORY",
+        default="",
+        help="Embedded Redis: maxmemory, e.g. 64mb; also adds MemoryPressureUser to contention runs.",
+    )
+    group.add_argument(
+        "--redis-eviction-policy",
+        env_var="CACHESTORM_REDIS_EVICTION_POLICY",
+        choices=EVICTION_POLICIES,
+        default="allkeys-lru",
+        help="Embedded Redis: maxmemory-policy, applied with --redis-maxmemory.",
+    )
+    group.add_argument(
+        "--memory-value-bytes",
+        env_var="CACHESTORM_MEMORY_VALUE_BYTES",
+        type=int,
+        default=65536,
+        help="MemoryPressureUser: size of each value it writes.",
     )
     group.add_argument(
         "--history",
@@ -191,6 +299,10 @@ class Options:
     pg_pool_size: int
     redis_pool_size: int
     history: bool
+    scenario: str
+    ttl_ms: int
+    redis_maxmemory: str
+    redis_eviction_policy: str
     request_events: str
     verdict: bool
     drain_timeout: float
@@ -213,6 +325,10 @@ class Options:
             pg_pool_size=int(parsed.pg_pool_size),
             redis_pool_size=int(parsed.redis_pool_size),
             history=parsed.history != "off",
+            scenario=parsed.scenario,
+            ttl_ms=int(parsed.ttl_ms or 0),
+            redis_maxmemory=parsed.redis_maxmemory or "",
+            redis_eviction_policy=parsed.redis_eviction_policy,
             request_events=parsed.request_events,
             verdict=bool(parsed.verdict),
             drain_timeout=float(parsed.drain_timeout),
@@ -238,6 +354,10 @@ class Options:
             out.append(f"--listeners is {self.listeners}: it must be 0 or more.")
         if self.pg_pool_size < 1:
             out.append(f"--pg-pool-size is {self.pg_pool_size}: it must be at least 1.")
+        if self.ttl_ms < 0:
+            out.append(f"--ttl-ms is {self.ttl_ms}: it must be 0 (no TTL) or more.")
+        if self.redis_maxmemory and not re.fullmatch(r"\d+(?:[kmg]b?)?", self.redis_maxmemory.lower()):
+            out.append(f"--redis-maxmemory is {self.redis_maxmemory!r}: use bytes or a size like 64mb.")
         if self.redis_pool_size < 1:
             out.append(f"--redis-pool-size is {self.redis_pool_size}: it must be at least 1.")
         return out

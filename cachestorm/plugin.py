@@ -41,6 +41,7 @@ import gevent
 import psutil
 import psycopg
 import redis
+from locust.argument_parser import default_args_dict
 from locust.env import Environment
 from locust.runners import (
     STATE_CLEANUP,
@@ -153,9 +154,8 @@ class Worker:
             self.pool_urls = (o.redis_url, o.pg_dsn)
         assert self.pg is not None
         # Rebuilt every run: the strategy and fill delay may have been changed in the web UI.
-        self.cache = CacheClient(
-            self.r, self.pg, make_strategy(o.strategy, self.r), self.recorder, o.fill_delay_ms
-        )
+        strategy = make_strategy(o.strategy, self.r, o.ttl_ms)
+        self.cache = CacheClient(self.r, self.pg, strategy, self.recorder, o.fill_delay_ms)
         self.ws_url = self.options.ws_url
         self.writes_paused = False
         self.recorder.enabled = self.options.history
@@ -217,6 +217,7 @@ class Master:
     run_dir: Path | None = None
     started_ns: int = 0
     first_run_id: str = ""
+    stats_greenlet: Any = None
     # The services this session talks to: (redis_url, pg_dsn, ws_url).
     urls: tuple[str, str, str] = ("", "", "")
 
@@ -246,7 +247,10 @@ class Master:
                     "cachestorm: no service URLs given, starting embedded Redis, PostgreSQL and notifier"
                 )
                 _services = EmbeddedServices()
-                urls = _services.start()
+                urls = _services.start(
+                    redis_maxmemory=o.redis_maxmemory or None,
+                    redis_eviction_policy=o.redis_eviction_policy if o.redis_maxmemory else None,
+                )
                 parsed.redis_url, parsed.pg_dsn, parsed.ws_url = urls.redis_url, urls.pg_dsn, urls.ws_url
                 log.info(
                     "cachestorm: embedded services: redis %s, postgresql %s, notifier %s",
@@ -315,6 +319,7 @@ class Master:
         except (redis.RedisError, psycopg.Error) as e:
             log.error("cachestorm: could not reset the run's state: %s", e)
             raise
+        self.stats_greenlet = gevent.spawn(sample_redis_stats, o, self.collector, self.node)
         log.info("cachestorm: run %s started, results in %s", run_id, self.run_dir)
 
     def on_batch(self, data: dict[str, Any]) -> None:
@@ -345,11 +350,39 @@ class Master:
                 ", ".join(sorted(c.waiting_for())),
             )
 
+    def final_reads(self, c: Collector) -> None:
+        """Run the ``final_reads(redis, recorder, parsed_options)`` hook of each user class that
+        has one (e.g. CounterUser reads every counter once the users have stopped)."""
+        hooks = [
+            h
+            for h in dict.fromkeys(getattr(u, "final_reads", None) for u in self.environment.user_classes)
+            if h
+        ]
+        if not hooks:
+            return
+        recorder = Recorder()
+        r = redis.Redis.from_url(self.options.redis_url, socket_timeout=5)
+        try:
+            for hook in hooks:
+                hook(r, recorder, self.environment.parsed_options)
+        finally:
+            r.close()
+        rows = recorder.take()
+        if rows:
+            c.add_rows(self.node, [list(col) for col in zip(*rows, strict=True)])
+
     def finish_run(self) -> None:
         c = self.collector
         if c is None or c.finalized:
             return
         self.drain()
+        if self.stats_greenlet is not None:
+            self.stats_greenlet.kill(block=True)
+            self.stats_greenlet = None
+        try:
+            self.final_reads(c)
+        except (redis.RedisError, psycopg.Error) as e:
+            log.error("cachestorm: the final reads failed: %s", e)
         sweep_ok = True
         try:
             sweep(self.options, c, self.node)
@@ -361,7 +394,7 @@ class Master:
             "started_ns": self.started_ns,
             "stopped_ns": time.time_ns(),
             "sweep_complete": sweep_ok,
-            "options": {k: (redact(v) if isinstance(v, str) else v) for k, v in vars(o).items()},
+            "options": run_options(self.environment.parsed_options, o),
             "locust": {
                 "runner": type(self.environment.runner).__name__,
                 "user_classes": sorted(u.__name__ for u in self.environment.user_classes),
@@ -386,21 +419,70 @@ class Master:
             self.environment.process_exit_code = code
 
 
+def run_options(parsed: Any, o: Options) -> dict[str, Any]:
+    """What run.json records of the options: every non-Locust option (cachestorm's and any a user
+    module registered, such as the contention workloads' modes), URLs with passwords hidden."""
+    locust_own = default_args_dict()
+    custom = {k: v for k, v in vars(parsed).items() if k not in locust_own}
+    merged = {**custom, **vars(o)}
+    return {k: (redact(v) if isinstance(v, str) else v) for k, v in sorted(merged.items())}
+
+
 def reset_state(o: Options) -> None:
-    """Every entity at version 0, and no cached entries for the run's keys."""
+    """Every entity at version 0, and none of cachestorm's keys in Redis (``cs:*``: entries,
+    tombstones, leases, counters, groups, locks, stampede and memory-pressure keys)."""
     with psycopg.connect(o.pg_dsn, autocommit=True) as conn:
         schema.install(conn)
         schema.reset(conn, o.keys)
     r = redis.Redis.from_url(o.redis_url)
     try:
         batch: list[bytes] = []
-        for key in r.scan_iter(match=schema.KEY_PREFIX + "*", count=5000):
+        for key in r.scan_iter(match="cs:*", count=5000):
             batch.append(key)
             if len(batch) >= 5000:
                 r.unlink(*batch)
                 batch = []
         if batch:
             r.unlink(*batch)
+    finally:
+        r.close()
+
+
+REDIS_STATS = {"stats": ("evicted_keys", "keyspace_hits", "keyspace_misses"), "memory": ("used_memory",)}
+STATS_INTERVAL_S = 1.0
+
+
+def sample_redis_stats(o: Options, collector: Collector, node: str) -> None:
+    """Every second, record INFO's eviction and hit counters (f=redis_stat) until killed."""
+    r = redis.Redis.from_url(o.redis_url, socket_timeout=5)
+    try:
+        while True:
+            t0 = time.time_ns()
+            try:
+                values = {}
+                for section, names in REDIS_STATS.items():
+                    info = r.info(section)
+                    values.update({n: int(info[n]) for n in names if n in info})
+            except redis.RedisError as e:
+                log.warning("cachestorm: could not sample Redis INFO: %s", e)
+            else:
+                t1 = time.time_ns()
+                n = len(values)
+                collector.add_rows(
+                    node,
+                    [
+                        [0] * n,
+                        ["redis_stat"] * n,
+                        list(values),
+                        ["ok"] * n,
+                        [t0] * n,
+                        [t1] * n,
+                        [None] * n,
+                        list(values.values()),
+                        [None] * n,
+                    ],
+                )
+            gevent.sleep(STATS_INTERVAL_S)
     finally:
         r.close()
 

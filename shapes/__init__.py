@@ -3,5 +3,8 @@
 from __future__ import annotations
 
 from .ramp import StepRamp
+from .soak import Soak
+from .spike import Spike
+from .stages import Stage, Stages, StagesError, load_stages
 
-__all__ = ["StepRamp"]
+__all__ = ["Soak", "Spike", "Stage", "Stages", "StagesError", "StepRamp", "load_stages"]
