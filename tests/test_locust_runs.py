@@ -121,54 +121,32 @@ def one_line_error(out: Any) -> str:
     return lines[0]
 
 
-def test_unreachable_redis_gets_one_line_with_the_password_hidden(
-    services: ServiceURLs, tmp_path: Path
+@pytest.mark.parametrize(
+    ("service", "bad_url", "secret"),
+    [
+        ("Redis", "redis://:hunter2@127.0.0.1:1/0", "hunter2"),
+        ("PostgreSQL", "postgresql://cs:s3cret@127.0.0.1:1/x", "s3cret"),
+    ],
+)
+def test_an_unreachable_service_gets_one_line_with_the_password_hidden(
+    service: str, bad_url: str, secret: str, services: ServiceURLs, tmp_path: Path
 ) -> None:
-    out = run_locust(
-        [
-            "-f",
-            "locustfile.py",
-            "--headless",
-            "-t",
-            "3s",
-            "--results-dir",
-            str(tmp_path),
-            "--redis-url",
-            "redis://:hunter2@127.0.0.1:1/0",
-            "--pg-dsn",
-            services.pg_dsn,
-            "--ws-url",
-            services.ws_url,
-        ],
-        timeout=60,
-    )
+    given = {"Redis": services.redis_url, "PostgreSQL": services.pg_dsn}
+    given[service] = bad_url
+    args = f"-f locustfile.py --headless -t 3s --redis-url {given['Redis']} --pg-dsn {given['PostgreSQL']}"
+    out = run_locust([*args.split(), "--ws-url", services.ws_url, "--results-dir", str(tmp_path)], timeout=60)
     line = one_line_error(out)
-    assert "Redis" in line and "127.0.0.1:1" in line
-    assert "hunter2" not in out.stderr + out.stdout
+    assert service in line and "127.0.0.1:1" in line
+    assert secret not in out.stderr + out.stdout
 
 
-def test_unreachable_postgres_gets_one_line(services: ServiceURLs, tmp_path: Path) -> None:
-    out = run_locust(
-        [
-            "-f",
-            "locustfile.py",
-            "--headless",
-            "-t",
-            "3s",
-            "--results-dir",
-            str(tmp_path),
-            "--redis-url",
-            services.redis_url,
-            "--pg-dsn",
-            "postgresql://cs:s3cret@127.0.0.1:1/x",
-            "--ws-url",
-            services.ws_url,
-        ],
-        timeout=60,
-    )
-    line = one_line_error(out)
-    assert "PostgreSQL" in line
-    assert "s3cret" not in out.stderr + out.stdout
+def test_verdict_makes_the_analysis_locusts_exit_code(services: ServiceURLs, tmp_path: Path) -> None:
+    args = f"-f {CONTENTION} --headless --only-summary --ramp-users 30 --ramp-time 0 --hold-time 5"
+    args += " --quiesce-time 2 --keys 60 --strategy cache-aside --fill-delay-ms 50 --listeners 1 --verdict"
+    out = run_locust([*args.split(), "--results-dir", str(tmp_path), "--run-id", "v", *urls(services)])
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert json.loads((tmp_path / "v" / "summary.json").read_text())["passed"] is False
+    assert "VERDICT: FAIL" in out.stdout
 
 
 def test_some_urls_but_not_all_is_refused(services: ServiceURLs, tmp_path: Path) -> None:
