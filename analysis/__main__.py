@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from analysis.checks import Options, run_checks
 from analysis.console import render
 from analysis.load import InputError, load_results
+from analysis.nines import compute_nines
+from analysis.report import write_report
 from analysis.thresholds import load_thresholds
-from analysis.verdict import dumps, write_summary
+from analysis.verdict import dumps, jsonable, write_summary
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
 
@@ -61,6 +63,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the analysis; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:  # python -m analysis compare RUN_A RUN_B (docs/compare.md)
+        from analysis.compare import main as compare_main  # noqa: PLC0415
+
+        return compare_main(argv[1:])
     args = parse_args(argv)
     try:
         thresholds = None if args.thresholds == "none" else load_thresholds(args.thresholds)
@@ -71,11 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options.resolve(inputs.run, tolerance_ms=args.tolerance, ws_grace_s=args.ws_grace)
     verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust, thresholds=thresholds)
     summary = verdict.to_summary()
+    nines = compute_nines(inputs.history, options.tolerance_ns)
+    summary["nines"] = jsonable(nines)
     try:
         write_summary(inputs.results, summary)
+        write_report(inputs.results, verdict, inputs.history, nines, options.tolerance_ns)
     except OSError as exc:
         print(
-            f"analysis: {inputs.results}/summary.json: cannot write ({exc.strerror or exc}); "
+            f"analysis: {inputs.results}: cannot write summary.json/report.html ({exc.strerror or exc}); "
             "make the results directory writable",
             file=sys.stderr,
         )

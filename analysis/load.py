@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 #: The columns of schema v1 (docs/history.md), in order.
@@ -127,7 +128,7 @@ def load_history(path: str | Path) -> pd.DataFrame:
     files = history_files(path)
     if not files:
         raise InputError(f"{path}: no history/*.parquet found; pass a results directory written by a run")
-    frames = []
+    tables = []
     for file in files:
         try:
             schema = pq.read_schema(file)
@@ -137,7 +138,8 @@ def load_history(path: str | Path) -> pd.DataFrame:
                     f"{file}: lacks column(s) {', '.join(missing)}; expected op history schema v1 "
                     "(docs/history.md)"
                 )
-            frames.append(pq.read_table(file, columns=list(COLUMNS)).to_pandas())
+            # Strings as dictionaries arrive as categoricals; no per-row Python strings are built.
+            tables.append(pq.read_table(file, columns=list(COLUMNS), read_dictionary=list(CATEGORICAL)))
         except InputError:
             raise
         except Exception as exc:
@@ -145,7 +147,10 @@ def load_history(path: str | Path) -> pd.DataFrame:
             raise InputError(
                 f"{file}: not a readable Parquet file ({reason}); delete or replace the damaged part"
             ) from None
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
+    # int64 straight to nullable Int64: through float64, nanosecond values (a ws_recv's commit
+    # time, about 1.8e18) would lose their low bits.
+    frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     try:
         return normalise(frame)
     except InputError as exc:

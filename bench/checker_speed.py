@@ -1,0 +1,202 @@
+"""Speed and memory of the analysis checks on a synthetic history.
+
+    python bench/checker_speed.py [--ops 10000000] [--keys 100000] [--seed 1] [--anomalies 100]
+                                  [--dir DIR] [--chunked N] [--profile]
+
+Generates a synthetic results directory with bench/synthetic.py (or reuses one made with the same
+parameters, under ``--dir``, default ``/tmp/cachestorm-bench/syn-OPS``), then analyses it in a child
+process, so that the generator's memory does not count: ``load_history`` + ``run_checks`` (every
+check), or ``analysis.chunked.run_checks_chunked`` with ``--chunked N``. Reports wall time of load
+and checks, peak RSS of the child (``ru_maxrss``), ops/s, bytes per operation and, per planted
+anomaly kind, the violations found against the number planted. ``--profile`` also times each check
+on its own (a second pass). Goal: every check on 10M ops in at most 20 s and 3 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GOAL_SECONDS = 20.0
+GOAL_BYTES = 3 * 1024**3
+
+
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _profile(history: Any, run: Any) -> dict[str, float]:
+    """Each check timed on its own, in the order and with the arguments run_checks uses."""
+    from analysis import checks, contention  # noqa: PLC0415
+
+    opts = checks.Options.resolve(run)
+    tol, n = opts.tolerance_ns, opts.examples
+    calls = {
+        "stale_read": lambda: checks.check_stale_read(history, tol, n),
+        "future_read": lambda: checks.check_future_read(history, tol, n),
+        "monotonic_read": lambda: checks.check_monotonic_read(history, n),
+        "ws_delivery": lambda: checks.check_ws_delivery(history, opts.ws_grace_ns, tol, n),
+        "divergence": lambda: checks.check_divergence(history, n),
+        "hit_ratio": lambda: checks.check_hit_ratio(history),
+        "latency": lambda: checks.check_latency(history),
+        "history_complete": lambda: checks.check_history_complete(run, len(history)),
+        "counter": lambda: contention.check_counter(history, tol, n),
+        "stampede": lambda: contention.check_stampede(history, opts.stampede_guard == "lock", n),
+        "tx_atomicity": lambda: contention.check_tx_atomicity(history, n),
+        "lock_safety": lambda: contention.check_lock_safety(history, opts.lock_ttl_ns, tol, n),
+        "invalidation_latency": lambda: contention.check_invalidation_latency(history),
+        "eviction": lambda: contention.check_eviction(history, tol, n),
+    }
+    times = {}
+    for name, call in calls.items():
+        started = time.perf_counter()
+        call()
+        times[name] = round(time.perf_counter() - started, 3)
+    return times
+
+
+def child(results: str, chunked: int, profile: bool) -> dict[str, Any]:
+    """The analysis itself, in this (child) process: timings, peak RSS and the verdict."""
+    started = time.perf_counter()
+    from analysis import load_history, load_run, run_checks  # noqa: PLC0415
+
+    run = load_run(results)
+    out: dict[str, Any] = {"import_s": round(time.perf_counter() - started, 3)}
+    rss_start = _maxrss_bytes()
+    if chunked:
+        from analysis.chunked import run_checks_chunked  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        verdict = run_checks_chunked(results, chunked)
+        out["load_s"] = None
+        out["check_s"] = round(time.perf_counter() - t0, 3)
+        out["rss_after_load"] = None
+        rows = verdict.check("history_complete").figures.get("rows_loaded")
+    else:
+        t0 = time.perf_counter()
+        history = load_history(results)
+        t1 = time.perf_counter()
+        out["rss_after_load"] = _maxrss_bytes()
+        verdict = run_checks(history, run)
+        t2 = time.perf_counter()
+        out["load_s"], out["check_s"] = round(t1 - t0, 3), round(t2 - t1, 3)
+        rows = len(history)
+    out["rss_before_analysis"] = rss_start
+    out["peak_rss"] = _maxrss_bytes()
+    out["rows"] = rows
+    out["checks"] = {
+        c.name: {"violations": c.violations, "status": c.status, "reason": c.reason} for c in verdict.checks
+    }
+    if profile and not chunked:
+        out["per_check_s"] = _profile(history, run)
+    return out
+
+
+def ensure_history(directory: Path, ops: int, keys: int, seed: int, anomalies: int) -> dict[str, Any]:
+    """The synthetic directory's planted.json, generating the directory unless it matches already."""
+    planted_file = directory / "planted.json"
+    wanted = {"ops": ops, "keys": keys, "seed": seed, "anomalies": anomalies}
+    if planted_file.exists() and (directory / "run.json").exists():
+        planted = json.loads(planted_file.read_text(encoding="utf-8"))
+        if all(planted.get(k) == v for k, v in wanted.items()):
+            return dict(planted)
+    # In its own process: Linux keeps a process's peak RSS across fork and exec, so a parent that had
+    # generated the history in-process would pass its peak on to the analysis child.
+    command = [sys.executable, str(ROOT / "bench" / "synthetic.py"), str(directory)]
+    command += ["--ops", str(ops), "--keys", str(keys), "--seed", str(seed), "--anomalies", str(anomalies)]
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    return dict(json.loads(planted_file.read_text(encoding="utf-8")))
+
+
+def measure(directory: Path, chunked: int = 0, profile: bool = False) -> dict[str, Any]:
+    """Run the analysis of ``directory`` in a child process and return its JSON report."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(directory)]
+    if chunked:
+        command += ["--chunked", str(chunked)]
+    if profile:
+        command.append("--profile")
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"analysis child failed ({done.returncode}):\n{done.stderr}")
+    return dict(json.loads(done.stdout))
+
+
+def report(planted: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """Figures of one measurement, and found versus planted per anomaly kind."""
+    rows = int(result["rows"])
+    total = (result["load_s"] or 0.0) + result["check_s"]
+    found = {
+        kind: {
+            "planted": n,
+            "found": result["checks"][kind]["violations"],
+            "ok": result["checks"][kind]["violations"] >= n,
+            "exact": result["checks"][kind]["violations"] == n,
+        }
+        for kind, n in planted["planted"].items()
+    }
+    return {
+        "rows": rows,
+        "load_s": result["load_s"],
+        "check_s": result["check_s"],
+        "total_s": round(total, 3),
+        "peak_rss_mib": round(result["peak_rss"] / 2**20, 1),
+        "rss_after_load_mib": (
+            round(result["rss_after_load"] / 2**20, 1) if result["rss_after_load"] else None
+        ),
+        "rss_before_analysis_mib": round(result["rss_before_analysis"] / 2**20, 1),
+        "ops_per_s": round(rows / total) if total else None,
+        "checks_only_ops_per_s": round(rows / result["check_s"]) if result["check_s"] else None,
+        "bytes_per_op": round(result["peak_rss"] / rows, 1) if rows else None,
+        "goal_time": total <= GOAL_SECONDS,
+        "goal_memory": result["peak_rss"] <= GOAL_BYTES,
+        "anomalies": found,
+        "all_found": all(v["ok"] for v in found.values()),
+        "unexpected_failures": [
+            name
+            for name, c in result["checks"].items()
+            if c["status"] == "FAIL" and name not in planted["planted"]
+        ],
+        "per_check_s": result.get("per_check_s"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--ops", type=int, default=10_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--anomalies", type=int, default=100)
+    parser.add_argument("--dir", type=Path, default=None, help="synthetic results dir (reused if it matches)")
+    parser.add_argument("--chunked", type=int, default=0, help="analyse with run_checks_chunked(N)")
+    parser.add_argument("--profile", action="store_true", help="also time each check on its own")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        json.dump(child(args.child, args.chunked, args.profile), sys.stdout)
+        return 0
+    directory = args.dir or Path("/tmp/cachestorm-bench") / f"syn-{args.ops}"
+    t0 = time.perf_counter()
+    planted = ensure_history(directory, args.ops, args.keys, args.seed, args.anomalies)
+    generate_s = round(time.perf_counter() - t0, 3)
+    figures = report(planted, measure(directory, args.chunked, args.profile))
+    figures = {
+        "dir": str(directory),
+        "mode": f"chunked({args.chunked})" if args.chunked else "in-memory",
+        "generate_or_reuse_s": generate_s,
+        **figures,
+    }
+    print(json.dumps(figures, indent=2))
+    return 0 if figures["all_found"] and not figures["unexpected_failures"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

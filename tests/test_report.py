@@ -1,0 +1,355 @@
+"""Tests of ``RESULTS/report.html`` and of consistency in nines (analysis.report, analysis.nines).
+
+Histories are planted by hand, so every figure the report draws and every nines number is known in
+advance. No browser is needed: the page is checked as text, and each embedded PNG by its header.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main
+from analysis.checks import CHECK_NAMES, run_checks
+from analysis.load import normalise
+from analysis.nines import compute_nines, inconsistent_writes, nines, reads_fresh, writes_consistent
+from analysis.report import REPORT_FILE, build_report
+
+MS = 1_000_000
+S = 1_000_000_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMG = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+HEADINGS = (
+    "1. Verdict",
+    "2. Users and throughput over time",
+    "3. Latency percentiles over time",
+    "4. Hit ratio and evictions over time",
+    "5. Staleness of stale reads",
+    "6. WebSocket commit-to-receive latency",
+    "7. Stampedes and counter drift",
+    "8. Consistency in nines",
+    "9. Coordinated omission",
+)
+
+
+def row(f: str, t0_ms: float, t1_ms: float, version: int | None = None, **kw: Any) -> dict[str, Any]:
+    return {
+        "process": kw.get("process", 1),
+        "node": "local",
+        "f": f,
+        "key": kw.get("key", "cs:e:1"),
+        "status": kw.get("status", "ok"),
+        "t_invoke": round(t0_ms * MS),
+        "t_complete": round(t1_ms * MS),
+        "version": version,
+        "value": kw.get("value"),
+        "source": kw.get("source"),
+    }
+
+
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    data = pd.DataFrame(rows)
+    for column in ("version", "value"):
+        data[column] = data[column].astype("Int64")
+    return data
+
+
+def planted() -> list[dict[str, Any]]:
+    """Writes and reads whose nines are worked out by hand in the tests below.
+
+    Ok writes: 9. Ok reads: 8 on keys with writes + 992 fresh reads of cs:e:9 = 1000.
+    """
+    rows = [
+        # cs:e:1: v1 done at 1000 ms, v2 done at 10000 ms; a read of v0 500 ms after v1 completed.
+        row("write", 900, 1000, 1, key="cs:e:1"),
+        row("write", 9000, 10000, 2, key="cs:e:1"),
+        row("read", 1500, 1501, 0, key="cs:e:1", process=2, source="hit"),
+        # cs:e:2: v1 done at 1000 ms, last write; a read of v0 3 s later.
+        row("write", 900, 1000, 1, key="cs:e:2"),
+        row("read", 4000, 4001, 0, key="cs:e:2", process=2, source="hit"),
+        # cs:e:3: v1 done at 1000 ms; a read of v0 6 s later.
+        row("write", 900, 1000, 1, key="cs:e:3"),
+        row("read", 7000, 7001, 0, key="cs:e:3", process=2, source="hit"),
+        # cs:e:4: v1 done at 1000, v2 at 1050: the read of v1 at 1120 is stale, but lies in no
+        # write's window for M = 100 ms ([1100, 1050) is empty, v2's opens at 1150).
+        row("write", 900, 1000, 1, key="cs:e:4"),
+        row("write", 1000, 1050, 2, key="cs:e:4"),
+        row("read", 1120, 1121, 1, key="cs:e:4", process=2, source="hit"),
+        row("read", 1200, 1201, 2, key="cs:e:4", process=2, source="miss"),
+        # cs:e:5: a read before any write, one after that sees it, and a failed write to ignore.
+        row("read", 500, 501, 0, key="cs:e:5", process=3, source="miss"),
+        row("write", 900, 1000, 1, key="cs:e:5"),
+        row("write", 1400, 1500, 2, key="cs:e:5", status="fail"),
+        row("read", 2000, 2001, 1, key="cs:e:5", process=3, source="hit"),
+        # cs:e:6: v1 done at 1000, v2 at 1500; a read of v0 at 1550 is 550 ms after v1 but after v2
+        # completed and less than 100 ms after it: it lies in no write's window, for any M.
+        row("write", 900, 1000, 1, key="cs:e:6"),
+        row("write", 1400, 1500, 2, key="cs:e:6"),
+        row("read", 1550, 1551, 0, key="cs:e:6", process=3, source="hit"),
+    ]
+    rows += [row("read", 20 + i, 21 + i, 0, key="cs:e:9", process=4, source="hit") for i in range(992)]
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Nines
+
+
+def test_nines_formula_and_cap() -> None:
+    assert nines(10, 1000)["nines"] == pytest.approx(2.0)
+    assert nines(1, 1000)["nines"] == pytest.approx(3.0)
+    assert nines(1, 1000)["at_least"] is False
+    clean = nines(0, 1000)
+    assert clean["nines"] == pytest.approx(3.0)
+    assert clean["max_showable"] == pytest.approx(3.0)
+    assert clean["at_least"] is True
+    # A million clean samples show about 6 nines at most.
+    assert nines(0, 10**6)["max_showable"] == pytest.approx(6.0)
+    assert nines(0, 0)["nines"] is None
+    with pytest.raises(ValueError):
+        nines(2, 1)
+
+
+def test_reads_fresh_on_planted_history() -> None:
+    result = reads_fresh(frame(planted()))
+    # Stale: cs:e:1 at 1500, cs:e:2 at 4000, cs:e:3 at 7000, cs:e:4 at 1120, cs:e:6 at 1550.
+    assert (result["bad"], result["total"]) == (5, 1000)
+    assert result["nines"] == pytest.approx(math.log10(1000 / 5), abs=1e-4)
+    assert result["max_showable"] == pytest.approx(3.0)
+    assert result["at_least"] is False
+
+
+def test_reads_fresh_without_stale_reads_is_capped() -> None:
+    rows = [row("read", i, i + 1, 0, key="cs:e:9", source="hit") for i in range(100)]
+    result = reads_fresh(frame(rows))
+    assert (result["bad"], result["total"], result["nines"], result["at_least"]) == (0, 100, 2.0, True)
+
+
+@pytest.mark.parametrize(
+    ("window_ms", "bad"),
+    [
+        (100, 3),  # cs:e:1's v1 (read 500 ms after), cs:e:2, cs:e:3
+        (1000, 2),  # cs:e:2 (3 s after), cs:e:3 (6 s after)
+        (5000, 1),  # cs:e:3 only
+        (10000, 0),
+    ],
+)
+def test_writes_consistent_on_planted_history(window_ms: int, bad: int) -> None:
+    history = frame(planted())
+    assert inconsistent_writes(history, window_ms * MS) == (bad, 9)
+    result = writes_consistent(history, window_ms * MS)
+    expected = math.log10(9 / bad) if bad else math.log10(9)
+    assert result["nines"] == pytest.approx(expected, abs=1e-4)
+    assert result["max_showable"] == pytest.approx(math.log10(9), abs=1e-4)
+    assert result["at_least"] is (bad == 0)
+
+
+def test_read_exactly_m_after_the_write_counts() -> None:
+    rows = [row("write", 0, 1000, 1), row("read", 1100, 1101, 0, process=2, source="hit")]
+    assert inconsistent_writes(frame(rows), 100 * MS) == (1, 1)
+    assert inconsistent_writes(frame(rows), 101 * MS) == (0, 1)
+
+
+def test_compute_nines_shape() -> None:
+    result = compute_nines(frame(planted()))
+    assert set(result["writes_consistent"]) == {"100ms", "1s", "5s"}
+    assert result["writes_consistent"]["1s"]["bad"] == 2
+    assert compute_nines(None)["skipped"] is True
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+
+
+def full_rows() -> list[dict[str, Any]]:
+    """The planted history plus rows for every other section, over several seconds."""
+    rows = planted()
+    # Stampede: two invalidations of cs:e:7, the first followed by 3 loads, the second by 1.
+    rows += [
+        row("invalidate", 2000, 2001, key="cs:e:7", source="invalidate", process=5),
+        *[
+            row("db_load", 2010 + i, 2060 + i, 1, key="cs:e:7", source="none", process=6 + i)
+            for i in range(3)
+        ],
+        row("invalidate", 5000, 5001, key="cs:e:7", source="invalidate", process=5),
+        row("db_load", 5010, 5060, 1, key="cs:e:7", source="none", process=6),
+    ]
+    # Counters: cs:c:0 lost one of three increments (drift -1); cs:c:1 is exact.
+    rows += [
+        row("incr", 1000 + 10 * i, 1005 + 10 * i, key="cs:c:0", value=1, source="unsafe") for i in range(3)
+    ]
+    rows += [row("incr", 1000, 1005, key="cs:c:1", value=2, source="atomic")]
+    rows += [
+        row("counter_read", 8000, 8001, key="cs:c:0", value=2, process=0),
+        row("counter_read", 8000, 8001, key="cs:c:1", value=2, process=0),
+    ]
+    # Redis samples once a second: 5 evictions between the second and third samples.
+    for i, evicted in enumerate((0, 0, 5, 5)):
+        rows.append(row("redis_stat", 1000 * i, 1000 * i + 1, key="evicted_keys", value=evicted, process=0))
+    # A WebSocket listener: open, two notifications 2 ms and 30 ms after their commits, close.
+    rows += [
+        row("ws_open", 100, 101, key=None, process=9),
+        row("ws_recv", 1002, 1002, 1, key="cs:e:1", value=1000 * MS, process=9),
+        row("ws_recv", 10030, 10030, 2, key="cs:e:1", value=10000 * MS, process=9),
+        row("ws_close", 11000, 11001, key=None, process=9),
+    ]
+    return rows
+
+
+def write_results(tmp_path: Path, rows: list[dict[str, Any]], extra_columns: bool = False) -> Path:
+    results = tmp_path / "run"
+    (results / "history").mkdir(parents=True)
+    data = frame(rows)
+    if extra_columns:
+        data["t_intended"] = data["t_invoke"]
+    data.to_parquet(results / "history" / "part-00000.parquet", index=False)
+    run = {
+        "schema_version": 1,
+        "run_id": "test-run",
+        "started_ns": 0,
+        "stopped_ns": 12 * S,
+        "options": {"scenario": "coherence", "strategy": "versioned"},
+        "clock_uncertainty_ns": 0,
+        "nodes": {"local": {"batches": 1, "rows": len(rows), "missing_batches": []}},
+        "history_complete": True,
+        "rows": len(rows),
+    }
+    (results / "run.json").write_text(json.dumps(run))
+    return results
+
+
+def png_images(page: str) -> list[bytes]:
+    return [base64.b64decode(data, validate=True) for data in IMG.findall(page)]
+
+
+def assert_valid_png(data: bytes) -> None:
+    assert data[:8] == PNG_SIGNATURE
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert (length, kind) == (13, b"IHDR")
+    width, height = struct.unpack(">II", data[16:24])
+    assert 200 <= width <= 3000 and 100 <= height <= 3000
+    assert data[-8:-4] == b"IEND"
+
+
+def test_cli_writes_a_self_contained_report(tmp_path: Path) -> None:
+    results = write_results(tmp_path, full_rows())
+    assert main([str(results), "--thresholds", "none"]) == 1  # stale reads fail the verdict
+    page = (results / REPORT_FILE).read_text(encoding="utf-8")
+
+    for heading in HEADINGS:
+        assert f">{heading}</h2>" in page, heading
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+
+    # One figure per plotted series: throughput, latency, hit ratio, evictions, staleness,
+    # notification CDF, loads per epoch, counter drift.
+    images = png_images(page)
+    assert len(images) == 8
+    assert page.count("<img ") == 8
+    for image in images:
+        assert_valid_png(image)
+
+    # Every check is in the verdict table, and the failed stale_read shows its worst rows.
+    table = page.split("<h3>Checks</h3>", 1)[1].split("</table>", 1)[0]
+    for name in CHECK_NAMES:
+        assert f"<td>{name}</td>" in table, name
+    assert 'id="examples-stale_read"' in page
+    examples = page.split('id="examples-stale_read"', 1)[1].split("</table>", 1)[0]
+    assert "missed_write" in examples and "age_us" in examples
+    assert examples.count("<tr>") == 1 + 5  # header + the 5 stale reads
+    assert "cs:e:3" in examples
+    assert "examples-divergence" not in page  # passed checks show no examples
+
+    # The sections that had data describe it.
+    assert "5 keys evicted over the run" in page
+    assert "Stale as the stale_read check defines it" in page
+    assert "2 ok ws_recv rows" in page
+    assert "2 epochs with at least one load" in page and "max 3" in page
+    assert "2 counters" in page and "Total drift -1" in page
+    assert "distinct processes" in page  # no locust_stats_history.csv: the proxy is named
+    assert "no <code>t_intended</code> column" in page
+
+    # Nines in the page and in summary.json match the hand-computed values.
+    summary = json.loads((results / "summary.json").read_text())
+    fresh = summary["nines"]["reads_fresh"]
+    assert (fresh["bad"], fresh["total"]) == (5, 1000)
+    assert fresh["nines"] == pytest.approx(math.log10(200), abs=1e-4)
+    assert [summary["nines"]["writes_consistent"][m]["bad"] for m in ("100ms", "1s", "5s")] == [3, 2, 1]
+    assert "could show at most 3.00 nines of reads fresh" in page
+    assert f"<td>{math.log10(200):.2f}</td>" in page
+    assert "probe-based measurement" in page
+
+
+def test_report_says_no_data_when_rows_are_absent(tmp_path: Path) -> None:
+    rows = [row("read", 1000 * i, 1000 * i + 1, 0, key=f"cs:e:{i}", source="hit") for i in range(5)]
+    results = write_results(tmp_path, rows)
+    assert main([str(results), "--thresholds", "none"]) == 0
+    page = (results / REPORT_FILE).read_text(encoding="utf-8")
+    assert "There were no stale reads" in page
+    assert "No data: no ws_recv rows" in page
+    assert "No data: no db_load rows" in page
+    assert "No data: no counter_read rows" in page
+    assert "No data: no redis_stat evicted_keys samples" in page
+    assert "No data: no op history" not in page
+    assert "\u2265 0.70" in page  # 5 clean reads: at least log10(5) nines, and no more showable
+    assert len(png_images(page)) == 3  # throughput, latency, hit ratio
+    assert "examples-" not in page
+
+
+def test_locust_user_count_is_used_when_present(tmp_path: Path) -> None:
+    results = write_results(tmp_path, full_rows())
+    (results / "locust_stats_history.csv").write_text(
+        "Timestamp,User Count,Type,Name,Requests/s\n"
+        "0,0,,Aggregated,0\n1,5,,Aggregated,3\n2,10,,Aggregated,9\n"
+    )
+    main([str(results), "--thresholds", "none"])
+    page = (results / REPORT_FILE).read_text(encoding="utf-8")
+    assert "User Count" in page and "column of locust_stats_history.csv" in page
+    assert "distinct processes" not in page
+
+
+def test_t_intended_removes_the_coordinated_omission_warning(tmp_path: Path) -> None:
+    results = write_results(tmp_path, full_rows(), extra_columns=True)
+    main([str(results), "--thresholds", "none"])
+    page = (results / REPORT_FILE).read_text(encoding="utf-8")
+    assert "no <code>t_intended</code> column" not in page
+    assert "records t_intended" in page
+
+
+def test_report_on_a_million_rows_takes_seconds() -> None:
+    n = 1_000_000
+    rng = np.random.default_rng(7)
+    t_invoke = np.sort(rng.integers(0, 60 * S, n))
+    f = np.where(rng.random(n) < 0.1, "write", "read")
+    keys = rng.integers(0, 10_000, n)
+    history = pd.DataFrame(
+        {
+            "process": rng.integers(0, 500, n),
+            "node": "local",
+            "f": f,
+            "key": pd.Series([f"cs:e:{k}" for k in keys]),
+            "status": "ok",
+            "t_invoke": t_invoke,
+            "t_complete": t_invoke + rng.integers(100_000, 5 * MS, n),
+            "version": pd.array(rng.integers(0, 50, n), dtype="Int64"),
+            "value": pd.array([None] * n, dtype="Int64"),
+            "source": np.where(f == "read", np.where(rng.random(n) < 0.8, "hit", "miss"), None),
+        }
+    )
+    history = normalise(history)
+    verdict = run_checks(history, {"run_id": "big", "started_ns": 0})
+    started = time.perf_counter()
+    page = build_report(verdict, history, compute_nines(history))
+    elapsed = time.perf_counter() - started
+    assert len(png_images(page)) >= 4
+    assert elapsed < 20, f"report took {elapsed:.1f} s"
