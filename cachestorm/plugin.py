@@ -127,7 +127,6 @@ class Worker:
     writes_paused: bool = False
     shipper: Shipper | None = None
     ship_greenlet: Any = None
-    ended_run: str | None = None
     _processes: Any = field(default_factory=lambda: count(1))
     process_base: int = 0
 
@@ -156,13 +155,12 @@ class Worker:
         # Rebuilt every run: the strategy and fill delay may have been changed in the web UI.
         strategy = make_strategy(o.strategy, self.r, o.ttl_ms)
         self.cache = CacheClient(self.r, self.pg, strategy, self.recorder, o.fill_delay_ms)
-        self.ws_url = self.options.ws_url
+        self.ws_url = o.ws_url
         self.writes_paused = False
-        self.recorder.enabled = self.options.history
+        self.recorder.enabled = o.history
         self.recorder.take()
         assert runner is not None
-        self.shipper = Shipper(self.recorder, runner.send_message, self.node, self.options.run_id)
-        self.ended_run = None
+        self.shipper = Shipper(self.recorder, runner.send_message, self.node, o.run_id)
         self.ship_greenlet = gevent.spawn(self._ship_loop, self.shipper)
         if isinstance(runner, WorkerRunner):
             runner.send_message(
@@ -185,18 +183,16 @@ class Worker:
             shipper.ship()
 
     def end_run(self) -> None:
-        """Users have stopped: ship the last rows and the final count (once per run)."""
+        """Users have stopped: ship the last rows and the final count.
+
+        Asked again (a drain after a normal stop), it resends the count, which the collector takes
+        idempotently: the first one may not have arrived.
+        """
         if self.ship_greenlet is not None:
             self.ship_greenlet.kill(block=True)
             self.ship_greenlet = None
-        if self.shipper is None:
-            return
-        if self.ended_run == self.shipper.run_id:
-            # Asked again (a drain after a normal stop): the count may have been lost, resend it.
+        if self.shipper is not None:
             self.shipper.end()
-            return
-        self.shipper.end()
-        self.ended_run = self.shipper.run_id
 
     def close(self) -> None:
         for client in (self.r, self.pg):
@@ -226,23 +222,16 @@ class Master:
         parsed = self.environment.parsed_options
         assert parsed is not None
         o = self.options
+        flags = {"--redis-url": o.redis_url, "--pg-dsn": o.pg_dsn, "--ws-url": o.ws_url}
+        given = [flag for flag, url in flags.items() if url]
+        if 0 < len(given) < len(flags):
+            missing = [flag for flag in flags if flag not in given]
+            fatal(
+                f"{', '.join(given)} given but {', '.join(missing)} not: "
+                "give all three service URLs, or none to start embedded services."
+            )
         try:
-            if not (o.redis_url and o.pg_dsn and o.ws_url):
-                if o.redis_url or o.pg_dsn or o.ws_url:
-                    given = [
-                        n
-                        for n, v in (
-                            ("--redis-url", o.redis_url),
-                            ("--pg-dsn", o.pg_dsn),
-                            ("--ws-url", o.ws_url),
-                        )
-                        if v
-                    ]
-                    missing = [n for n in ("--redis-url", "--pg-dsn", "--ws-url") if n not in given]
-                    fatal(
-                        f"{', '.join(given)} given but {', '.join(missing)} not: "
-                        "give all three service URLs, or none to start embedded services."
-                    )
+            if not given:
                 log.info(
                     "cachestorm: no service URLs given, starting embedded Redis, PostgreSQL and notifier"
                 )
