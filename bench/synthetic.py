@@ -38,6 +38,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Run as a script (python bench/synthetic.py) or imported by the tests: the schema is the recorder's.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cachestorm.history import SCHEMA
+
 NS_US = 1_000
 NS_MS = 1_000_000
 NS_S = 1_000_000_000
@@ -49,20 +53,6 @@ PART_ROWS = 1_000_000
 LISTENERS = 2
 COUNTERS, GROUPS, LOCKS = 16, 8, 32
 
-SCHEMA = pa.schema(
-    [
-        ("process", pa.int64()),
-        ("node", pa.string()),
-        ("f", pa.string()),
-        ("key", pa.string()),
-        ("status", pa.string()),
-        ("t_invoke", pa.int64()),
-        ("t_complete", pa.int64()),
-        ("version", pa.int64()),
-        ("value", pa.int64()),
-        ("source", pa.string()),
-    ]
-)
 F_NAMES = (
     "read",
     "write",
