@@ -28,46 +28,9 @@ from analysis import (
     run_checks,
 )
 from analysis.checks import NO_HISTORY
+from tests.histories import MS, history, op
 
-MS = 1_000_000
 S = 1_000_000_000
-
-
-def op(
-    f: str,
-    key: str | None = "cs:e:1",
-    t0: float = 0,
-    t1: float | None = None,
-    version: int | None = None,
-    *,
-    status: str = "ok",
-    process: int = 1,
-    value: int | None = None,
-    source: str | None = None,
-    node: str = "local",
-) -> dict[str, Any]:
-    """One history row; ``t0``/``t1`` in milliseconds (``t1`` defaults to ``t0 + 1``)."""
-    end = t0 + 1 if t1 is None else t1
-    return {
-        "process": process,
-        "node": node,
-        "f": f,
-        "key": key,
-        "status": status,
-        "t_invoke": int(t0 * MS),
-        "t_complete": int(end * MS),
-        "version": version,
-        "value": value,
-        "source": source,
-    }
-
-
-def history(*rows: dict[str, Any]) -> pd.DataFrame:
-    """A normalised history from rows built by :func:`op`."""
-    frame = pd.DataFrame(list(rows))
-    frame["version"] = frame["version"].astype("Int64")
-    frame["value"] = frame["value"].astype("Int64")
-    return normalise(frame)
 
 
 def read(t0: float, t1: float, version: int | None, **kw: Any) -> dict[str, Any]:

@@ -27,46 +27,11 @@ from analysis import (
     normalise,
     run_checks,
 )
+from tests.histories import MS, history, op
 
-MS = 1_000_000
 S = 1_000_000_000
 TTL = 1000 * MS
 NEW_CHECKS = ("counter", "stampede", "tx_atomicity", "lock_safety", "invalidation_latency", "eviction")
-
-
-def op(
-    f: str,
-    key: str | None,
-    t0: float,
-    t1: float | None = None,
-    *,
-    value: int | None = None,
-    status: str = "ok",
-    process: int = 1,
-    version: int | None = None,
-    source: str | None = None,
-) -> dict[str, Any]:
-    """One history row; ``t0``/``t1`` in milliseconds (``t1`` defaults to ``t0 + 1``)."""
-    end = t0 + 1 if t1 is None else t1
-    return {
-        "process": process,
-        "node": "local",
-        "f": f,
-        "key": key,
-        "status": status,
-        "t_invoke": int(t0 * MS),
-        "t_complete": int(end * MS),
-        "version": version,
-        "value": value,
-        "source": source,
-    }
-
-
-def history(*rows: dict[str, Any]) -> pd.DataFrame:
-    frame = pd.DataFrame(list(rows))
-    frame["version"] = frame["version"].astype("Int64")
-    frame["value"] = frame["value"].astype("Int64")
-    return normalise(frame)
 
 
 C = "cs:c:1"
