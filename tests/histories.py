@@ -46,3 +46,29 @@ def history(*rows: dict[str, Any]) -> pd.DataFrame:
     frame["version"] = frame["version"].astype("Int64")
     frame["value"] = frame["value"].astype("Int64")
     return normalise(frame)
+
+
+def row(f: str, t0: float, t1: float, version: int | None = None, **kw: Any) -> dict[str, Any]:
+    """One history row as :func:`op` builds it, with both times given (milliseconds)."""
+    return {
+        "process": kw.get("process", 1),
+        "node": "local",
+        "f": f,
+        "key": kw.get("key", "cs:e:1"),
+        "status": kw.get("status", "ok"),
+        "t_invoke": round(t0 * MS),
+        "t_complete": round(t1 * MS),
+        "version": version,
+        "value": kw.get("value"),
+        "source": kw.get("source"),
+    }
+
+
+def clean_rows() -> list[dict[str, Any]]:
+    """A write, a concurrent read of the old version, a later read of the new one, a clean sweep."""
+    return [
+        row("write", 0, 10, 1),
+        row("read", 5, 6, 0, process=2, source="hit"),
+        row("read", 20, 21, 1, process=2, source="miss"),
+        row("sweep", 30, 31, 1, process=0, value=1, source="entry"),
+    ]

@@ -13,8 +13,8 @@ import pytest
 
 from analysis.__main__ import main
 from analysis.checks import CHECK_NAMES, NO_HISTORY
+from tests.histories import MS, clean_rows, row
 
-MS = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
 
 STATS_CSV = """\
@@ -28,30 +28,6 @@ FAILURES_CSV = """\
 Method,Name,Error,Occurrences,First Seen,Last Seen
 cache,read,TimeoutError(),3,,
 """
-
-
-def row(f: str, t0: int, t1: int, version: int | None, *, process: int = 1, **kw: Any) -> dict[str, Any]:
-    return {
-        "process": process,
-        "node": "local",
-        "f": f,
-        "key": kw.get("key", "cs:e:1"),
-        "status": kw.get("status", "ok"),
-        "t_invoke": t0 * MS,
-        "t_complete": t1 * MS,
-        "version": version,
-        "value": kw.get("value"),
-        "source": kw.get("source"),
-    }
-
-
-def clean_rows() -> list[dict[str, Any]]:
-    return [
-        row("write", 0, 10, 1),
-        row("read", 5, 6, 0, process=2, source="hit"),
-        row("read", 20, 21, 1, process=2, source="miss"),
-        row("sweep", 30, 31, 1, process=0, value=1, source="entry"),
-    ]
 
 
 def write_history(results: Path, rows: list[dict[str, Any]], parts: int = 1) -> None:

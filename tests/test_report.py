@@ -24,8 +24,8 @@ from analysis.checks import CHECK_NAMES, run_checks
 from analysis.load import normalise
 from analysis.nines import compute_nines, inconsistent_writes, nines, reads_fresh, writes_consistent
 from analysis.report import REPORT_FILE, build_report
+from tests.histories import MS, row
 
-MS = 1_000_000
 S = 1_000_000_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMG = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
@@ -40,21 +40,6 @@ HEADINGS = (
     "8. Consistency in nines",
     "9. Coordinated omission",
 )
-
-
-def row(f: str, t0_ms: float, t1_ms: float, version: int | None = None, **kw: Any) -> dict[str, Any]:
-    return {
-        "process": kw.get("process", 1),
-        "node": "local",
-        "f": f,
-        "key": kw.get("key", "cs:e:1"),
-        "status": kw.get("status", "ok"),
-        "t_invoke": round(t0_ms * MS),
-        "t_complete": round(t1_ms * MS),
-        "version": version,
-        "value": kw.get("value"),
-        "source": kw.get("source"),
-    }
 
 
 def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

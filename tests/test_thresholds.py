@@ -14,8 +14,8 @@ import pytest
 from analysis import ThresholdsError, load_thresholds, normalise, parse_thresholds, run_checks
 from analysis.__main__ import main
 from analysis.thresholds import DEFAULT_FILE
+from tests.histories import clean_rows, row
 
-MS = 1_000_000
 ROOT = Path(__file__).resolve().parent.parent
 
 STATS_CSV = """\
@@ -24,30 +24,6 @@ Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%
 cache,read,100,20,2,2.5,0.4,40,0,120.0,0.3,2,3,3,3,4,6,9,12,30,40,40
 ,Aggregated,100,20,2,2.5,0.4,40,0,120.0,0.3,2,3,3,3,4,6,9,12,30,40,40
 """
-
-
-def row(f: str, t0: float, t1: float, version: int | None = None, **kw: Any) -> dict[str, Any]:
-    return {
-        "process": kw.get("process", 1),
-        "node": "local",
-        "f": f,
-        "key": kw.get("key", "cs:e:1"),
-        "status": kw.get("status", "ok"),
-        "t_invoke": int(t0 * MS),
-        "t_complete": int(t1 * MS),
-        "version": version,
-        "value": kw.get("value"),
-        "source": kw.get("source"),
-    }
-
-
-def coherent_rows() -> list[dict[str, Any]]:
-    return [
-        row("write", 0, 10, 1),
-        row("read", 5, 6, 0, process=2, source="hit"),
-        row("read", 20, 21, 1, process=2, source="miss"),
-        row("sweep", 30, 31, 1, process=0, value=1, source="entry"),
-    ]
 
 
 def slow_incr_rows(ms: float) -> list[dict[str, Any]]:
@@ -125,7 +101,7 @@ def test_bad_values_are_refused(data: dict[str, Any], words: list[str]) -> None:
 def test_healthy_coherence_run_passes_the_default_thresholds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_results(tmp_path, coherent_rows())
+    write_results(tmp_path, clean_rows())
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "PASS threshold read_hit p95" in out
@@ -164,7 +140,7 @@ def test_a_latency_breach_fails_naming_the_figure_and_the_limit(
 
 
 def test_an_absent_figure_is_skipped_not_failed(tmp_path: Path) -> None:
-    write_results(tmp_path, coherent_rows())
+    write_results(tmp_path, clean_rows())
     assert main([str(tmp_path)]) == 0
     entry = summary(tmp_path)["thresholds"]["threshold:latency_p95_ms.incr"]
     assert entry["skipped"] is True and entry["passed"] is True and entry["figure"] is None
@@ -191,17 +167,17 @@ def test_a_custom_file_replaces_the_default(tmp_path: Path) -> None:
 
 
 def test_hit_ratio_judged_on_coherence_runs_only(tmp_path: Path) -> None:
-    write_results(tmp_path, coherent_rows(), scenario="coherence")
+    write_results(tmp_path, clean_rows(), scenario="coherence")
     assert main([str(tmp_path)]) == 1
     s = summary(tmp_path)
     assert s["failed"] == ["threshold:hit_ratio_min"]
     assert s["thresholds"]["threshold:hit_ratio_min"]["figure"] == pytest.approx(0.5)
-    write_results(tmp_path, coherent_rows(), scenario="contention")
+    write_results(tmp_path, clean_rows(), scenario="contention")
     assert main([str(tmp_path)]) == 0
 
 
 def test_hit_ratio_not_judged_when_a_locustfile_chose_its_own_users(tmp_path: Path) -> None:
-    write_results(tmp_path, coherent_rows(), scenario="coherence")
+    write_results(tmp_path, clean_rows(), scenario="coherence")
     run = json.loads((tmp_path / "run.json").read_text())
     run["locust"] = {"user_classes": ["FastReader", "FastWriter", "Listener"]}
     (tmp_path / "run.json").write_text(json.dumps(run))
@@ -216,23 +192,23 @@ def test_hit_ratio_not_judged_when_a_locustfile_chose_its_own_users(tmp_path: Pa
 def test_refusals_by_design_do_not_lower_the_success_rate(tmp_path: Path) -> None:
     refused = [row("fill", 40 + i, 41 + i, 1, status="fail") for i in range(10)]
     refused += [row("tx_transfer", 60, 61, key="cs:g:1", value=1, status="fail")]
-    write_results(tmp_path, coherent_rows() + refused)
+    write_results(tmp_path, clean_rows() + refused)
     assert main([str(tmp_path)]) == 0
     entry = summary(tmp_path)["thresholds"]["threshold:success_rate_min.history"]
     assert entry["figure"] == 1.0
-    write_results(tmp_path, coherent_rows() + [row("write", 40, 41, None, status="info")] * 2)
+    write_results(tmp_path, clean_rows() + [row("write", 40, 41, None, status="info")] * 2)
     assert main([str(tmp_path)]) == 1  # 3 of 5 counted operations ok
     assert summary(tmp_path)["failed"] == ["threshold:success_rate_min.history"]
 
 
 def test_success_rate_of_the_history_and_of_locust(tmp_path: Path) -> None:
-    rows = coherent_rows() + [row("read", 40, 41, None, process=3, status="fail") for _ in range(3)]
+    rows = clean_rows() + [row("read", 40, 41, None, process=3, status="fail") for _ in range(3)]
     write_results(tmp_path, rows)
     assert main([str(tmp_path)]) == 1  # 3 ok of 6 counted operations (the sweep is not counted)
     s = summary(tmp_path)
     assert s["thresholds"]["threshold:success_rate_min.history"]["figure"] == pytest.approx(0.5)
     assert s["thresholds"]["threshold:success_rate_min.locust"]["skipped"] is True
-    write_results(tmp_path, coherent_rows())
+    write_results(tmp_path, clean_rows())
     (tmp_path / "locust_stats.csv").write_text(STATS_CSV)
     assert main([str(tmp_path)]) == 1
     s = summary(tmp_path)
@@ -241,7 +217,7 @@ def test_success_rate_of_the_history_and_of_locust(tmp_path: Path) -> None:
 
 
 def test_a_failed_check_is_not_named_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_results(tmp_path, [*coherent_rows(), row("read", 40, 41, 0, process=3, source="hit")])
+    write_results(tmp_path, [*clean_rows(), row("read", 40, 41, 0, process=3, source="hit")])
     assert main([str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert out.rstrip().splitlines()[-1] == "VERDICT: FAIL (stale_read)"
@@ -280,7 +256,7 @@ def expect_bad_file(results: Path, file: Path, *words: str) -> None:
 
 def test_bad_thresholds_files_exit_2(tmp_path: Path) -> None:
     results = tmp_path / "r"
-    write_results(results, coherent_rows())
+    write_results(results, clean_rows())
     expect_bad_file(results, tmp_path / "missing.toml", "does not exist")
     broken = tmp_path / "broken.toml"
     broken.write_text("max_violations = = 0\n")
