@@ -4,6 +4,7 @@
     locust -f locustfile.py                                     # the same in the web UI
     locust -f locustfile.py --strategy cache-aside --fill-delay-ms 20   # the positive control
     locust -f locustfile.py --headless --scenario contention --shape Spike
+    locust -f locustfile.py --headless --arrival-rate 0:200,30:2000   # open model, OpenModel shape
 
 See README.md and docs/ for the options, the op history and the checks.
 """
@@ -16,7 +17,7 @@ from typing import Any
 from locust import events
 
 from cachestorm import options, plugin
-from shapes import Soak, Spike, Stages, StagesError, StepRamp, load_stages
+from shapes import OpenModel, Soak, Spike, Stages, StagesError, StepRamp, load_stages
 from users import (
     CacheReader,
     CacheWriter,
@@ -39,6 +40,7 @@ __all__ = [
     "Invalidator",
     "LockUser",
     "MemoryPressureUser",
+    "OpenModel",
     "Soak",
     "Spike",
     "Stages",
@@ -54,11 +56,24 @@ events.init_command_line_parser.add_listener(contention.add_arguments)
 
 
 def choose_shape(environment: Any) -> None:
-    """``--shape NAME``, StepRamp by default (Locust would take whichever shape it found first)."""
-    name = environment.parsed_options.shape or "StepRamp"
+    """``--shape NAME``; by default OpenModel with ``--arrival-rate``, else StepRamp (Locust would
+    take whichever shape it found first)."""
+    parsed = environment.parsed_options
+    open_model = bool(parsed.arrival_rate)
+    name = parsed.shape or ("OpenModel" if open_model else "StepRamp")
     shapes = environment.available_shape_classes or {}
     if name not in shapes:
         plugin.fatal(f"--shape is {name!r}: use one of {', '.join(sorted(shapes))}.")
+    if open_model and name != "OpenModel":
+        plugin.fatal(
+            f"--shape is {name!r} but --arrival-rate sets the load: "
+            "drop --shape (OpenModel runs the schedule)."
+        )
+    if open_model and parsed.scenario != "coherence":
+        plugin.fatal(
+            f"--scenario is {parsed.scenario!r} but --arrival-rate drives the coherence workload only: "
+            "use --scenario coherence."
+        )
     environment.shape_class = shapes[name]
     environment.shape_class.runner = environment.runner
 

@@ -35,6 +35,8 @@ from analysis.contention import (
     check_tx_atomicity,
 )
 from analysis.load import InputError, load_history, load_locust, load_results, load_run, normalise
+from analysis.nines import compute_nines
+from analysis.open_model import check_open_model_latency
 from analysis.thresholds import (
     Thresholds,
     ThresholdsError,
@@ -63,10 +65,12 @@ __all__ = [
     "check_latency",
     "check_lock_safety",
     "check_monotonic_read",
+    "check_open_model_latency",
     "check_stale_read",
     "check_stampede",
     "check_tx_atomicity",
     "check_ws_delivery",
+    "compute_nines",
     "evaluate_thresholds",
     "load_history",
     "load_locust",

@@ -9,16 +9,31 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import psutil
 
 from analysis.checks import Options, run_checks
+from analysis.chunked import run_checks_chunked
 from analysis.console import render
-from analysis.load import InputError, load_results
+from analysis.load import InputError, Inputs, history_rows, load_columns, load_results
 from analysis.nines import compute_nines
 from analysis.report import write_report
-from analysis.thresholds import load_thresholds
-from analysis.verdict import dumps, jsonable, write_summary
+from analysis.thresholds import Thresholds, evaluate_thresholds, load_thresholds
+from analysis.verdict import Verdict, dumps, jsonable, write_summary
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
+#: Peak memory per history row when checked all at once, with margin: bench/checker_speed.py
+#: measured 150 bytes per operation at 10M rows (docs/performance.md).
+BYTES_PER_ROW = 300
+MAX_CHUNKS = 254
+
+
+def chunks_for(rows: int, available: int) -> int:
+    """How many key partitions keep a history of ``rows`` within half of ``available`` bytes."""
+    need = rows * BYTES_PER_ROW
+    budget = max(available // 2, 1)
+    return 1 if need <= budget else min(MAX_CHUNKS, -(-need // budget) + 1)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -52,8 +67,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="TOML file of SLAs judged against the figures (default: the seed SLAs in "
         "analysis/thresholds.toml); 'none' applies no thresholds",
     )
+    parser.add_argument(
+        "--chunks",
+        metavar="N|auto",
+        default="auto",
+        help="check the history in N partitions by key, holding one at a time: for histories too large "
+        "for memory. auto (the default): 1 (all at once) when it fits in half the available memory "
+        "at about 300 bytes per operation, else as many as make each part fit. With more than 1, the "
+        "nines and the report's history plots are left out (they need the whole history)",
+    )
     parser.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     args = parser.parse_args(argv)
+    if args.chunks != "auto" and not (args.chunks.isdigit() and 1 <= int(args.chunks) <= MAX_CHUNKS):
+        parser.error(f"--chunks is {args.chunks!r}: give auto or a number from 1 to {MAX_CHUNKS}")
     if args.tolerance is not None and args.tolerance < 0:
         parser.error("--tolerance must be >= 0")
     if args.ws_grace is not None and args.ws_grace < 0:
@@ -71,14 +97,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         thresholds = None if args.thresholds == "none" else load_thresholds(args.thresholds)
-        inputs = load_results(args.results)
+        rows = history_rows(args.results)
+        if args.chunks == "auto":
+            chunks = chunks_for(rows, psutil.virtual_memory().available)
+            if chunks > 1:
+                print(
+                    f"analysis: {rows:,} history rows need about {rows * BYTES_PER_ROW / 2**30:.1f} GiB "
+                    f"at once; checking them in {chunks} partitions by key (--chunks 1 to force)",
+                    file=sys.stderr,
+                )
+        else:
+            chunks = int(args.chunks)
+        inputs = load_results(args.results, history=chunks == 1 or rows == 0)
     except InputError as exc:
         print(f"analysis: {exc}", file=sys.stderr)
         return EXIT_INPUT
     options = Options.resolve(inputs.run, tolerance_ms=args.tolerance, ws_grace_s=args.ws_grace)
-    verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust, thresholds=thresholds)
+    if inputs.history is None and rows:
+        verdict = chunked_verdict(inputs, chunks, options, thresholds)
+        nines: dict[str, Any] = {"skipped": True, "reason": f"checked in {chunks} partitions by key"}
+    else:
+        verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust, thresholds=thresholds)
+        nines = compute_nines(inputs.history, options.tolerance_ns)
     summary = verdict.to_summary()
-    nines = compute_nines(inputs.history, options.tolerance_ns)
     summary["nines"] = jsonable(nines)
     try:
         write_summary(inputs.results, summary)
@@ -92,6 +133,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     print(dumps(summary) if args.json else render(verdict), end="" if args.json else "\n")
     return EXIT_PASS if verdict.passed else EXIT_FAIL
+
+
+def chunked_verdict(inputs: Inputs, chunks: int, options: Options, thresholds: Thresholds | None) -> Verdict:
+    """:func:`run_checks_chunked`, with the thresholds judged as :func:`run_checks` judges them.
+
+    The success rate needs only each row's ``f`` and ``status``, which are loaded alone.
+    """
+    verdict = run_checks_chunked(inputs.results, chunks, options, inputs.run)
+    verdict.locust = inputs.locust
+    verdict.notes.append(
+        f"checked in {chunks} partitions by key: the nines and the report's history plots need the "
+        "whole history in memory and are left out (--chunks 1 on a larger machine gives them)"
+    )
+    if thresholds is not None:
+        statuses = load_columns(inputs.results, ["f", "status"])
+        verdict.thresholds = evaluate_thresholds(
+            thresholds, verdict.checks, statuses, inputs.run, inputs.locust
+        )
+        verdict.options["thresholds"] = thresholds.source
+    return verdict
 
 
 if __name__ == "__main__":

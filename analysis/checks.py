@@ -2,13 +2,18 @@
 
 Modelled on Jepsen's checkers: each check looks at the whole history, counts violations of one
 property, reports figures and a few of the worst offending rows, and the results compose into one
-:class:`Verdict`. Every check is vectorised (sorting, ``merge_asof``, grouped cumulative maxima);
-none loops over rows, so a history of millions of operations is checked in seconds. Precise
-definitions and the reasoning behind them are in docs/checks.md.
+:class:`Verdict`. Every check is vectorised (sorts and binary searches on packed int64 codes,
+grouped running maxima); none loops over rows, so a history of millions of operations is checked
+in seconds. Checks run together by :func:`run_checks` share derived arrays through
+:func:`sharing`; each stays callable on its own. Precise definitions and the reasoning behind them
+are in docs/checks.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import COLUMNS, normalise
+from analysis.open_model import check_open_model_latency
 from analysis.verdict import CheckResult, Verdict, jsonable
 
 if TYPE_CHECKING:
@@ -50,6 +56,7 @@ CHECK_NAMES = (
     "divergence",
     "hit_ratio",
     "latency",
+    "open_model_latency",
     "history_complete",
     "counter",
     "stampede",
@@ -121,36 +128,112 @@ class Options:
 
 
 # --------------------------------------------------------------------------------------------------
+# Shared work
+#
+# Several checks start from the same derived arrays (the ok reads, the ok writes, which reads are
+# stale). Within ``with sharing(history):`` (``run_checks`` opens one), checks given that very frame
+# compute each of them once; outside such a block, or given another frame, every check computes
+# everything itself, so each stays a pure function callable on its own. The block holds one memo,
+# dropped when it ends; the frame must not be modified inside it. A memoised frame is handed out as
+# a shallow copy (copy-on-write: changing it leaves the memo alone) and arrays read-only.
+
+_SHARED: ContextVar[tuple[pd.DataFrame, dict[Hashable, Any]] | None] = ContextVar(
+    "analysis_shared_work", default=None
+)
+
+
+@contextmanager
+def sharing(history: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """A block in which the checks share derived arrays of ``history``; yields the normalised frame.
+
+    Pass the yielded frame to the checks: the memo is keyed on that object.
+    """
+    frame = normalise(history)
+    token = _SHARED.set((frame, {}))
+    try:
+        yield frame
+    finally:
+        _SHARED.reset(token)
+
+
+def _shared(history: pd.DataFrame, key: Hashable, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or its memoised result when ``history`` is the frame of the current block."""
+    scope = _SHARED.get()
+    if scope is None or scope[0] is not history:
+        return compute()
+    memo = scope[1]
+    if key not in memo:
+        memo[key] = _frozen(compute())
+    return _handed_out(memo[key])
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif isinstance(value, tuple):
+        for item in value:
+            _frozen(item)
+    return value
+
+
+def _handed_out(value: Any) -> Any:
+    if isinstance(value, pd.DataFrame):
+        return value.copy(deep=False)
+    if isinstance(value, tuple):
+        return tuple(_handed_out(item) for item in value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
 # Helpers
 
 
-def _ops(history: pd.DataFrame, mask: pd.Series, *, versioned: bool = True) -> pd.DataFrame:
-    """The rows under ``mask`` that name a key, as a compact frame of plain numpy columns.
+def _codes(column: pd.Series) -> np.ndarray:
+    """A categorical column's integer codes (-1 for null), as a read-only view: no copy."""
+    return np.asarray(column.array.codes)
 
-    ``key`` is the categorical code (an int) so merges and group-bys compare integers, and ``row``
-    is the history index so examples can quote the original row.
+
+def _equals(column: pd.Series, value: str) -> np.ndarray:
+    """``column == value`` for a categorical column, compared on its integer codes."""
+    codes = _codes(column)
+    code = int(column.cat.categories.get_indexer([value])[0])
+    return codes == code if code >= 0 else np.zeros(len(codes), dtype=bool)
+
+
+def _ops(history: pd.DataFrame, mask: pd.Series | np.ndarray, *, versioned: bool = True) -> pd.DataFrame:
+    """The rows under ``mask`` that name a key, as a compact frame.
+
+    ``key`` is the categorical code (an int) so merges and group-bys compare integers, ``row`` is
+    the history index so examples can quote the original row, ``source`` stays categorical. Only
+    these columns are gathered, once each.
     """
-    sub = history.loc[mask & history["key"].notna()]
+    keep = np.asarray(mask, dtype=bool) & (_codes(history["key"]) >= 0)
     if versioned:
-        sub = sub.loc[sub["version"].notna()]
-    frame = pd.DataFrame(
-        {
-            "row": sub.index.to_numpy(dtype="int64"),
-            "process": sub["process"].to_numpy(dtype="int64"),
-            "key": sub["key"].cat.codes.to_numpy().astype("int64"),
-            "t_invoke": sub["t_invoke"].to_numpy(dtype="int64"),
-            "t_complete": sub["t_complete"].to_numpy(dtype="int64"),
-            "source": sub["source"].to_numpy(),
-        }
-    )
+        keep &= history["version"].notna().to_numpy()
+    idx = np.flatnonzero(keep)
+    columns: dict[str, Any] = {
+        "row": idx.astype("int64"),
+        "process": history["process"].to_numpy(dtype="int64")[idx],
+        "key": _codes(history["key"])[idx].astype("int64"),
+        "t_invoke": history["t_invoke"].to_numpy(dtype="int64")[idx],
+        "t_complete": history["t_complete"].to_numpy(dtype="int64")[idx],
+        "source": history["source"].array.take(idx),
+    }
     if versioned:
-        frame["version"] = sub["version"].to_numpy(dtype="int64")
-    return frame
+        columns["version"] = history["version"].array.take(idx).to_numpy(dtype="int64")
+    return pd.DataFrame(columns, copy=False)
+
+
+def _ok_ops(history: pd.DataFrame, f: str) -> pd.DataFrame:
+    """:func:`_ops` of the ok ``f`` rows with a version, shared within a :func:`sharing` block."""
+    return _shared(history, ("ok_ops", f), lambda: _ops(history, _is(history, f)))
 
 
 def _is(history: pd.DataFrame, f: str, status: str | None = "ok") -> pd.Series:
-    mask = history["f"] == f
-    return mask & (history["status"] == status) if status is not None else mask
+    mask = _equals(history["f"], f)
+    if status is not None:
+        mask &= _equals(history["status"], status)
+    return pd.Series(mask, index=history.index, copy=False)
 
 
 def _percentiles_us(values_ns: np.ndarray, spec: dict[str, float]) -> dict[str, float | None]:
@@ -181,37 +264,184 @@ def _examples(
     return out
 
 
+# Sorting and searching on packed int64 codes. A (group, time) pair packed into one int64 sorts in
+# the pair's order, so one ``np.sort`` or ``np.searchsorted`` over plain integers does what a
+# lexicographic sort or a grouped ``merge_asof`` would; each helper checks that its codes fit in 63
+# bits and otherwise takes a slower path with the same answer.
+
+
+def _fits(*factors: int) -> bool:
+    """Whether the product of ``factors`` (non-negative Python ints) stays below 2**62."""
+    product = 1
+    for factor in factors:
+        product *= max(int(factor), 1)
+    return product < 1 << 62
+
+
+def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``values`` mapped in order onto ``[0, m)`` (equal stay equal, order kept), and ``m``."""
+    if len(values) == 0:
+        return np.zeros(0, dtype="int64"), 1
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo < 4 * len(values) + 1024:
+        return values.astype("int64") - lo, hi - lo + 1
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return inverse.astype("int64").reshape(-1), len(distinct)
+
+
+def _group_order(group: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The stable permutation that sorts rows by ``(group, t)``: ``np.lexsort((t, group))``.
+
+    ``group`` holds non-negative ints. A stable argsort by ``t`` (fast when ``t`` is nearly sorted,
+    as times in a history are) ranks the rows; ``group`` and the rank packed in one int64 then sort
+    as plain integers, and the low bits give the rank, hence the row, back.
+    """
+    n = len(t)
+    if n == 0:
+        return np.zeros(0, dtype="int64")
+    n_groups = int(group.max()) + 1
+    bits = (n - 1).bit_length()
+    if not _fits(n_groups, 1 << bits):
+        return np.lexsort((t, group))
+    by_time = np.argsort(t, kind="stable")
+    codes = group[by_time].astype("int64", copy=False)
+    codes <<= bits
+    codes |= np.arange(n, dtype="int64")
+    codes.sort()
+    codes &= (1 << bits) - 1
+    return by_time[codes]
+
+
+def _group_cummax(starts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Running maximum of int64 ``values`` within the runs that begin where ``starts`` is True."""
+    values = np.asarray(values, dtype="int64")
+    if len(values) == 0:
+        return values.copy()
+    lo, hi = int(values.min()), int(values.max())
+    width = hi - lo + 1
+    run = np.cumsum(starts, dtype="int64")
+    if _fits(int(run[-1]) + 1, width):
+        # The run number in the high part keeps each run's maximum from leaking into the next.
+        run *= width
+        packed = values - lo
+        packed += run
+        np.maximum.accumulate(packed, out=packed)
+        packed -= run
+        packed += lo
+        return packed
+    return pd.Series(values).groupby(run).cummax().to_numpy(dtype="int64")
+
+
+def _pack_times(keys: list[np.ndarray], times: list[np.ndarray]) -> tuple[list[np.ndarray], int, int]:
+    """``(key, time)`` pairs of several arrays as int64 codes ``key * span + rank`` in pair order.
+
+    The rank is the time minus the earliest time when ``n_keys * span`` fits, else the time's rank
+    among all the times given (order and ties kept). Returns the codes, ``span`` (key ``k``'s codes
+    lie in ``[k * span, (k + 1) * span)``) and ``n_keys``.
+    """
+    present = [t for t in times if len(t)]
+    n_keys = max((int(k.max()) + 1 for k in keys if len(k)), default=1)
+    if not present:
+        return [np.zeros(0, dtype="int64") for _ in keys], 1, n_keys
+    lo = min(int(t.min()) for t in present)
+    span = max(int(t.max()) for t in present) - lo + 1
+    if _fits(n_keys, span):
+        return [k.astype("int64") * span + (t - lo) for k, t in zip(keys, times, strict=True)], span, n_keys
+    every = np.unique(np.concatenate(present))
+    span = len(every)
+    codes = [k.astype("int64") * span + np.searchsorted(every, t) for k, t in zip(keys, times, strict=True)]
+    return codes, span, n_keys
+
+
+def _asof(
+    event_key: np.ndarray,
+    event_t: np.ndarray,
+    query_key: np.ndarray,
+    query_t: np.ndarray,
+    *,
+    strict: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Events of each query's key that lie before it: a grouped backward ``merge_asof``.
+
+    Returns ``(order, first, end)``: ``order`` sorts the events by ``(key, t)``; in that order, the
+    events of query ``i``'s key at times ``< query_t[i]`` (``<=`` unless ``strict``) are positions
+    ``first[i]`` to ``end[i] - 1`` (none when equal).
+    """
+    (e_code, q_code), span, n_keys = _pack_times([event_key, query_key], [event_t, query_t])
+    order = np.argsort(e_code, kind="stable")
+    sorted_codes = e_code[order]
+    key_first = np.searchsorted(sorted_codes, np.arange(n_keys, dtype="int64") * span, side="left")
+    first = key_first[query_key]
+    end = np.empty(len(query_key), dtype="int64")
+    if len(query_key):
+        # Queries in (key, time) order search a nearly sorted sequence: many times faster than random.
+        q_order = _group_order(query_key, query_t)
+        end[q_order] = np.searchsorted(sorted_codes, q_code[q_order], side="left" if strict else "right")
+    return order, first, end
+
+
+def _max_before(
+    query_key: np.ndarray,
+    query_t: np.ndarray,
+    event_key: np.ndarray,
+    event_t: np.ndarray,
+    event_value: np.ndarray,
+    *,
+    strict: bool,
+) -> np.ndarray:
+    """Per query: the highest ``event_value`` among events of its key before ``query_t``, NaN if none."""
+    result = np.full(len(query_key), np.nan)
+    if len(query_key) == 0 or len(event_key) == 0:
+        return result
+    order, first, end = _asof(event_key, event_t, query_key, query_t, strict=strict)
+    keys = event_key[order]
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    running = _group_cummax(starts, np.asarray(event_value)[order])
+    has = end > first
+    result[has] = running[end[has] - 1]
+    return result
+
+
+def _count_before(
+    query_key: np.ndarray, query_t: np.ndarray, event_key: np.ndarray, event_t: np.ndarray, *, strict: bool
+) -> np.ndarray:
+    """Per query: how many events of its key lie before ``query_t`` (``<`` if ``strict``, else ``<=``)."""
+    if len(query_key) == 0 or len(event_key) == 0:
+        return np.zeros(len(query_key), dtype="int64")
+    _, first, end = _asof(event_key, event_t, query_key, query_t, strict=strict)
+    return end - first
+
+
 def _max_completed_before(
     reads: pd.DataFrame, writes_by_completion: pd.DataFrame, cut: np.ndarray
 ) -> np.ndarray:
     """For each read, the highest version among writes of its key completed strictly before ``cut``.
 
-    ``writes_by_completion`` is sorted by ``t_complete`` and has a per-key running ``max_version``,
-    so the last such write before the cut carries the answer. NaN when no write precedes the cut.
+    NaN when no write precedes the cut. ``writes_by_completion`` needs ``key``, ``t_complete`` and
+    ``version`` (any row order).
     """
-    result = np.full(len(reads), np.nan)
-    if len(reads) == 0 or len(writes_by_completion) == 0:
-        return result
-    left = pd.DataFrame({"i": np.arange(len(reads)), "key": reads["key"].to_numpy(), "cut": cut})
-    left = left.sort_values("cut", kind="stable")
-    right = writes_by_completion[["t_complete", "key", "max_version"]]
-    merged = pd.merge_asof(
-        left,
-        right,
-        left_on="cut",
-        right_on="t_complete",
-        by="key",
-        allow_exact_matches=False,
-        direction="backward",
+    return _max_before(
+        reads["key"].to_numpy(),
+        np.asarray(cut, dtype="int64"),
+        writes_by_completion["key"].to_numpy(),
+        writes_by_completion["t_complete"].to_numpy(),
+        writes_by_completion["version"].to_numpy(dtype="int64"),
+        strict=True,
     )
-    result[merged["i"].to_numpy()] = merged["max_version"].to_numpy(dtype="float64", na_value=np.nan)
-    return result
 
 
 def _running_max(writes: pd.DataFrame) -> pd.DataFrame:
     """Ok writes sorted by completion, with the per-key running maximum of versions committed."""
     ordered = writes.sort_values("t_complete", kind="stable").reset_index(drop=True)
-    ordered["max_version"] = ordered.groupby("key", sort=False)["version"].cummax()
+    key = ordered["key"].to_numpy()
+    order = _group_order(key, np.arange(len(ordered), dtype="int64"))
+    keys = key[order]
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    max_version = np.empty(len(ordered), dtype="int64")
+    max_version[order] = _group_cummax(starts, ordered["version"].to_numpy(dtype="int64")[order])
+    ordered["max_version"] = max_version
     return ordered
 
 
@@ -220,30 +450,76 @@ def _regressions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Within each (a, b) group in ``order_by`` order, the highest version seen before each row.
 
-    Returns ``(order, previous_max)``: the sorting permutation and, in that order, the maximum of
-    earlier versions in the row's group (-inf for a group's first row). A row went backwards when
-    its version is below ``previous_max``.
+    Returns ``(order, previous_max)``: the sorting permutation (that of
+    ``np.lexsort((order_by, group_b, group_a))``) and, in that order, the maximum of earlier versions
+    in the row's group (-inf for a group's first row). A row went backwards when its version is below
+    ``previous_max``.
     """
-    order = np.lexsort((order_by, group_b, group_a))
-    a, b, v = group_a[order], group_b[order], version[order].astype("float64")
-    starts = np.ones(len(order), dtype=bool)
-    if len(order) > 1:
+    n = len(order_by)
+    if n == 0:
+        return np.zeros(0, dtype="int64"), np.zeros(0)
+    a, n_a = _dense(np.asarray(group_a))
+    b, n_b = _dense(np.asarray(group_b))
+    starts = np.ones(n, dtype=bool)
+    if _fits(n_a, n_b):
+        group = a * n_b
+        group += b
+        del a, b
+        if not _fits(int(group.max()) + 1, n):
+            group, _ = _dense(group)
+        order = _group_order(group, np.asarray(order_by))
+        g = group[order]
+        del group
+        starts[1:] = g[1:] != g[:-1]
+        del g
+    else:
+        order = np.lexsort((order_by, b, a))
+        a, b = a[order], b[order]
         starts[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    group = np.cumsum(starts)
-    running = pd.Series(v).groupby(group, sort=False).cummax().to_numpy()
-    previous = np.empty(len(order))
-    if len(order):
-        previous[0] = -np.inf
-        previous[1:] = running[:-1]
-        previous[starts] = -np.inf
+    running = _group_cummax(starts, np.asarray(version, dtype="int64")[order])
+    previous = np.empty(n)
+    previous[0] = -np.inf
+    previous[1:] = running[:-1]
+    del running
+    previous[starts] = -np.inf
     return order, previous
+
+
+def _distinct(values: np.ndarray) -> int:
+    """How many distinct values ``values`` (ints) holds."""
+    if len(values) == 0:
+        return 0
+    dense, size = _dense(values)
+    return int(np.count_nonzero(np.bincount(dense, minlength=size)))
+
+
+def _notification_ns(history: pd.DataFrame) -> np.ndarray:
+    """Per ok ``ws_recv`` with a ``value`` (the commit time): completion minus that time, in ns."""
+    value = history["value"]
+    idx = np.flatnonzero(_is(history, "ws_recv").to_numpy() & value.notna().to_numpy())
+    return history["t_complete"].to_numpy()[idx] - value.array.take(idx).to_numpy(dtype="int64")
 
 
 def _sorted_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and the index of each one's first occurrence.
 
     Sort-based rather than ``np.unique``, whose hashing is several times slower on large int arrays.
+    Each value is packed with its position into one int64 when they fit, so that a plain sort of
+    integers does what a stable argsort would.
     """
+    n = len(values)
+    if n and np.issubdtype(values.dtype, np.integer):
+        lo, hi = int(values.min()), int(values.max())
+        bits = (n - 1).bit_length()
+        if _fits(hi - lo + 1, 1 << bits):
+            codes = (values.astype("int64") - lo) << bits
+            codes |= np.arange(n, dtype="int64")
+            codes.sort()
+            distinct = codes >> bits
+            keep = np.ones(n, dtype=bool)
+            keep[1:] = distinct[1:] != distinct[:-1]
+            first = codes[keep] & ((1 << bits) - 1)
+            return (distinct[keep] + lo).astype(values.dtype, copy=False), first
     order = np.argsort(values, kind="stable")
     ordered = values[order]
     keep = np.ones(len(ordered), dtype=bool)
@@ -276,18 +552,23 @@ def stale_flags(
     """The ok reads, the ok writes with their running maximum, and which reads are stale.
 
     The core of :func:`check_stale_read`, shared with the checks that judge stale reads in a
-    window (``eviction``). ``reads`` is the compact frame of :func:`_ops`; ``stale[i]`` says whether
-    read ``i`` returned a version below one whose write completed before ``t_invoke - tolerance_ns``.
+    window (``eviction``): computed once per tolerance within a :func:`sharing` block. ``reads`` is
+    the compact frame of :func:`_ops`; ``stale[i]`` says whether read ``i`` returned a version below
+    one whose write completed before ``t_invoke - tolerance_ns``.
     """
     history = normalise(history)
-    reads = _ops(history, _is(history, "read"))
-    writes = _running_max(_ops(history, _is(history, "write")))
-    if len(reads) == 0:
-        return reads, writes, np.zeros(0, dtype=bool)
-    cut = reads["t_invoke"].to_numpy() - tolerance_ns
-    seen_max = _max_completed_before(reads, writes, cut)
-    stale = np.nan_to_num(seen_max, nan=-np.inf) > reads["version"].to_numpy()
-    return reads, writes, stale
+
+    def compute() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        reads = _ok_ops(history, "read")
+        writes = _running_max(_ok_ops(history, "write"))
+        if len(reads) == 0:
+            return reads, writes, np.zeros(0, dtype=bool)
+        cut = reads["t_invoke"].to_numpy() - tolerance_ns
+        seen_max = _max_completed_before(reads, writes, cut)
+        stale = np.nan_to_num(seen_max, nan=-np.inf) > reads["version"].to_numpy()
+        return reads, writes, stale
+
+    return _shared(history, ("stale_flags", tolerance_ns), compute)
 
 
 def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int = 5) -> CheckResult:
@@ -381,31 +662,20 @@ def check_future_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: in
     """
     name = "future_read"
     history = normalise(history)
-    reads = _ops(history, _is(history, "read"))
+    reads = _ok_ops(history, "read")
     if len(reads) == 0:
         return CheckResult.skip(name, "no ok reads with a version", {"tolerance_ns": tolerance_ns})
-    maybe = (history["f"] == "write") & history["status"].isin(["ok", "info"])
-    writes = _ops(history, maybe, versioned=False).sort_values("t_invoke", kind="stable")
-    writes["count"] = writes.groupby("key", sort=False).cumcount() + 1
-    invoked = np.zeros(len(reads))
-    if len(writes):
-        left = pd.DataFrame(
-            {
-                "i": np.arange(len(reads)),
-                "key": reads["key"].to_numpy(),
-                "cut": reads["t_complete"].to_numpy() + tolerance_ns,
-            }
-        ).sort_values("cut", kind="stable")
-        merged = pd.merge_asof(
-            left,
-            writes[["t_invoke", "key", "count"]],
-            left_on="cut",
-            right_on="t_invoke",
-            by="key",
-            direction="backward",
-            allow_exact_matches=True,
-        )
-        invoked[merged["i"].to_numpy()] = merged["count"].to_numpy(dtype="float64", na_value=0.0)
+    status = history["status"]
+    maybe = _equals(history["f"], "write") & (_equals(status, "ok") | _equals(status, "info"))
+    writes = _ops(history, maybe, versioned=False)
+    # Per read: the ok or info writes of its key invoked at or before its completion (plus tolerance).
+    invoked = _count_before(
+        reads["key"].to_numpy(),
+        reads["t_complete"].to_numpy() + tolerance_ns,
+        writes["key"].to_numpy(),
+        writes["t_invoke"].to_numpy(),
+        strict=False,
+    ).astype("float64")
     versions = reads["version"].to_numpy()
     negative = versions < 0
     ahead = versions > invoked
@@ -429,7 +699,7 @@ def check_monotonic_read(history: pd.DataFrame, examples: int = 5) -> CheckResul
     """Ok reads by one process of one key that went back below a version it had already seen."""
     name = "monotonic_read"
     history = normalise(history)
-    reads = _ops(history, _is(history, "read"))
+    reads = _ok_ops(history, "read")
     if len(reads) == 0:
         return CheckResult.skip(name, "no ok reads with a version")
     order, previous = _regressions(
@@ -441,14 +711,14 @@ def check_monotonic_read(history: pd.DataFrame, examples: int = 5) -> CheckResul
     versions = reads["version"].to_numpy()[order]
     back = versions < previous
     drop = (previous - versions)[back]
-    rows = reads["row"].to_numpy()[order][back]
+    rows = reads["row"].to_numpy()[order[back]]
     worst = _worst(drop, examples)
     shown = _examples(history, rows[worst], {"previously_seen": previous[back][worst].astype("int64")})
     count = int(back.sum())
     figures = {
         "reads_checked": len(reads),
         "regressions": count,
-        "processes": int(reads["process"].nunique()),
+        "processes": _distinct(reads["process"].to_numpy()),
         "max_regression": int(drop.max()) if count else 0,
     }
     return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
@@ -505,14 +775,14 @@ def check_ws_delivery(
     """
     name = "ws_delivery"
     history = normalise(history)
-    ws = history["f"].isin(list(WS_OPS))
+    ws = np.zeros(len(history), dtype=bool)
+    for op in WS_OPS:
+        ws |= _equals(history["f"], op)
     if not ws.any():
         return CheckResult.skip(name, "no WebSocket listener rows (ws_open/ws_recv/ws_close)")
-    listeners = np.unique(history.loc[ws, "process"].to_numpy())
+    listeners = np.unique(history["process"].to_numpy()[ws])
     conns = _connections(history, grace_ns)
-    writes = (
-        _ops(history, _is(history, "write")).sort_values("t_complete", kind="stable").reset_index(drop=True)
-    )
+    writes = _ok_ops(history, "write").sort_values("t_complete", kind="stable").reset_index(drop=True)
     recv = _ops(history, _is(history, "ws_recv"))
     recv = recv.loc[recv["version"] >= 0].reset_index(drop=True)
 
@@ -561,9 +831,7 @@ def check_ws_delivery(
         )
         out_of_order = int((recv["version"].to_numpy()[order] < previous).sum())
 
-    notified = history.loc[_is(history, "ws_recv") & history["value"].notna()]
-    latency_ns = notified["t_complete"].to_numpy(dtype="int64") - notified["value"].to_numpy(dtype="int64")
-    latency = _percentiles_us(latency_ns, {"p50": 50, "p95": 95, "p99": 99, "max": 100})
+    latency = _percentiles_us(_notification_ns(history), {"p50": 50, "p95": 95, "p99": 99, "max": 100})
 
     ui = _ops(history, _is(history, "ui_read"))
     ui_stale = ui_stale_grace = 0
@@ -639,13 +907,16 @@ def check_hit_ratio(history: pd.DataFrame) -> CheckResult:
     """Share of ok reads served from Redis. Reported only in v1; it never fails."""
     name = "hit_ratio"
     history = normalise(history)
-    source = history.loc[_is(history, "read"), "source"]
-    if len(source) == 0:
+    read = _is(history, "read").to_numpy()
+    n_reads = int(read.sum())
+    if n_reads == 0:
         return CheckResult.skip(name, "no ok reads")
-    hits, misses = int((source == "hit").sum()), int((source == "miss").sum())
+    source = history["source"]
+    hits = int((read & _equals(source, "hit")).sum())
+    misses = int((read & _equals(source, "miss")).sum())
     ratio = hits / (hits + misses) if hits + misses else None
     return CheckResult(
-        name, passed=True, figures={"reads": len(source), "hits": hits, "misses": misses, "ratio": ratio}
+        name, passed=True, figures={"reads": n_reads, "hits": hits, "misses": misses, "ratio": ratio}
     )
 
 
@@ -661,22 +932,20 @@ def check_latency(history: pd.DataFrame) -> CheckResult:
     """Latency of ok operations per kind, from the history's nanosecond stamps. Never fails in v1."""
     name = "latency"
     history = normalise(history)
-    read = _is(history, "read")
+    ok = _equals(history["status"], "ok")
+    f = history["f"]
+    read = ok & _equals(f, "read")
     duration = history["t_complete"].to_numpy() - history["t_invoke"].to_numpy()
     masks = {
-        "read_hit": read & (history["source"] == "hit"),
-        "read_miss": read & (history["source"] == "miss"),
-        "write": _is(history, "write"),
-        "fill": _is(history, "fill"),
+        "read_hit": read & _equals(history["source"], "hit"),
+        "read_miss": read & _equals(history["source"], "miss"),
+        "write": ok & _equals(f, "write"),
+        "fill": ok & _equals(f, "fill"),
     }
-    masks.update({f: _is(history, f) for f in CONTENTION_LATENCY_OPS})
-    notified = history.loc[_is(history, "ws_recv") & history["value"].notna()]
-    notification = latency_stats(
-        notified["t_complete"].to_numpy(dtype="int64") - notified["value"].to_numpy(dtype="int64")
-    )
+    masks.update({op: ok & _equals(f, op) for op in CONTENTION_LATENCY_OPS})
+    notification = latency_stats(_notification_ns(history))
     groups = {
-        g: notification if g == "notification" else latency_stats(duration[masks[g].to_numpy()])
-        for g in LATENCY_GROUPS
+        g: notification if g == "notification" else latency_stats(duration[masks[g]]) for g in LATENCY_GROUPS
     }
     if all(s["count"] == 0 for s in groups.values()):
         return CheckResult.skip(name, "no ok operations to time", groups)
@@ -747,24 +1016,25 @@ def run_checks(
         checks = [CheckResult.skip(c, NO_HISTORY) for c in CHECK_NAMES if c != "history_complete"]
         checks.insert(CHECK_NAMES.index("history_complete"), check_history_complete(run, None))
     else:
-        h = normalise(history)
         tol = options.tolerance_ns
-        checks = [
-            check_stale_read(h, tol, n),
-            check_future_read(h, tol, n),
-            check_monotonic_read(h, n),
-            check_ws_delivery(h, options.ws_grace_ns, tol, n),
-            check_divergence(h, n),
-            check_hit_ratio(h),
-            check_latency(h),
-            check_history_complete(run, len(h)),
-            contention.check_counter(h, tol, n),
-            contention.check_stampede(h, options.stampede_guard == "lock", n),
-            contention.check_tx_atomicity(h, n),
-            contention.check_lock_safety(h, options.lock_ttl_ns, tol, n),
-            contention.check_invalidation_latency(h),
-            contention.check_eviction(h, tol, n),
-        ]
+        with sharing(history) as h:
+            checks = [
+                check_stale_read(h, tol, n),
+                check_future_read(h, tol, n),
+                check_monotonic_read(h, n),
+                check_ws_delivery(h, options.ws_grace_ns, tol, n),
+                check_divergence(h, n),
+                check_hit_ratio(h),
+                check_latency(h),
+                check_open_model_latency(h),
+                check_history_complete(run, len(h)),
+                contention.check_counter(h, tol, n),
+                contention.check_stampede(h, options.stampede_guard == "lock", n),
+                contention.check_tx_atomicity(h, n),
+                contention.check_lock_safety(h, options.lock_ttl_ns, tol, n),
+                contention.check_invalidation_latency(h),
+                contention.check_eviction(h, tol, n),
+            ]
     judged = (
         evaluate_thresholds(thresholds, checks, None if history is None else normalise(history), run, locust)
         if thresholds is not None

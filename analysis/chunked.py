@@ -5,7 +5,9 @@
 
 The history is read ``n_chunks`` times, one row group at a time, keeping each time only the rows
 whose key hashes (CRC-32 of the key string) into the partition; rows without a key go to partition
-0. Only one partition (plus one row group) is in memory at once. Strings are read as dictionaries
+0. Only one partition (plus one row group) is in memory at once. Two more passes read the keys (to
+assign partitions) and the rows of the global checks below. The checks of one partition share its
+derived arrays (:func:`analysis.checks.sharing`). Strings are read as dictionaries
 (pandas categoricals, no Python string objects) and nullable integers straight into ``Int64``.
 
 Per partition (exact: every row a check compares with another shares its key):
@@ -17,6 +19,9 @@ writes and ``ws_*`` rows, plus the row that ends the history, which bounds open 
 ``invalidation_latency`` (``invalidate_batch`` rows), ``latency`` (the durations of every group are
 kept from the partitions, one int64 per ok operation, and the figures computed once over all of
 them, so they are exact) and ``history_complete`` (``run.json`` and the row count).
+``open_model_latency`` is aggregated per partition (:func:`analysis.open_model.collect`: counts per
+HdrHistogram bucket, sums, first and last stamps) and the aggregates merged, which is exact: its
+figures equal the in-memory ones.
 
 Merging partition results: ``violations`` and counts are summed; maxima take the maximum; ratios and
 means are recomputed from the merged counts. Where the exact figure cannot be rebuilt from the
@@ -43,9 +48,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis import checks, contention
+from analysis import checks, contention, open_model
 from analysis.checks import CHECK_NAMES, LATENCY_GROUPS, NS_PER_S, Options, latency_stats
-from analysis.load import CATEGORICAL, COLUMNS, NULLABLE_INT, InputError, history_files, load_run
+from analysis.load import (
+    ADDED_IN_V2,
+    CATEGORICAL,
+    COLUMNS,
+    InputError,
+    frame_from_tables,
+    history_files,
+    load_run,
+    present_columns,
+    with_added_columns,
+)
 from analysis.verdict import CheckResult, Verdict
 
 #: Checks run per partition and merged.
@@ -98,10 +113,10 @@ class _Source:
         offset = 0
         for file in self.files:
             pf = pq.ParquetFile(file, read_dictionary=list(CATEGORICAL))
-            missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
+            missing = [c for c in COLUMNS if c not in pf.schema_arrow.names and c not in ADDED_IN_V2]
             if missing:
                 raise InputError(
-                    f"{file}: lacks column(s) {', '.join(missing)}; expected op history schema v1"
+                    f"{file}: lacks column(s) {', '.join(missing)}; expected op history schema v2"
                 )
             for i in range(pf.num_row_groups):
                 self.parts.append((pf, i, offset))
@@ -116,9 +131,10 @@ class _Source:
         """
         if self._buckets is None:
             self._buckets = []
+            memo: dict[str, int] = {}
             for pf, i, _ in self.parts:
                 table = pf.read_row_group(i, columns=["key", "f"])
-                bucket = _bucket_of(table.column("key").combine_chunks(), self.n_chunks)
+                bucket = _bucket_of(table.column("key").combine_chunks(), self.n_chunks, memo)
                 bucket[_f_in(table, ["redis_stat"])] = EVERY
                 self._buckets.append(bucket)
         return self._buckets
@@ -129,12 +145,14 @@ class _Source:
         """The rows ``keep(row_group_table, index)`` selects, as a normalised frame, and row numbers."""
         tables, rows = [], []
         for index, (pf, i, first) in enumerate(self.parts):
-            table = pf.read_row_group(i, columns=columns)
+            table = pf.read_row_group(i, columns=present_columns(pf.schema_arrow.names, columns))
+            table = with_added_columns(table) if set(ADDED_IN_V2) & set(columns) else table
             mask = keep(table, index)
             tables.append(table.filter(pa.array(mask)))
             rows.append(first + np.flatnonzero(mask))
-        table = pa.concat_tables(tables) if tables else pa.table({})
-        return _frame(table), np.concatenate(rows) if rows else np.zeros(0, dtype="int64")
+            del table
+        numbers = np.concatenate(rows) if rows else np.zeros(0, dtype="int64")
+        return _frame(tables or [pa.table({})]), numbers
 
     def partitions(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         """Each partition in turn; ``redis_stat`` rows are in every one."""
@@ -147,12 +165,21 @@ class _Source:
             yield self.select(list(COLUMNS), keep)
 
 
-def _bucket_of(key: pa.Array, n_chunks: int) -> np.ndarray:
-    """Partition of each row: CRC-32 of its key modulo ``n_chunks`` (0 for a null key)."""
+def _bucket_of(key: pa.Array, n_chunks: int, memo: dict[str, int] | None = None) -> np.ndarray:
+    """Partition of each row: CRC-32 of its key modulo ``n_chunks`` (0 for a null key).
+
+    ``memo`` keeps each key's partition across calls: every part file repeats most keys.
+    """
     if not isinstance(key, pa.DictionaryArray):
         key = pc.dictionary_encode(key)
+    memo = {} if memo is None else memo
     words = key.dictionary.to_pylist()
-    per_word = np.array([zlib.crc32(str(w).encode()) % n_chunks for w in words], dtype="uint8")
+    per_word = np.empty(len(words), dtype="uint8")
+    for i, word in enumerate(words):
+        bucket = memo.get(word)
+        if bucket is None:
+            bucket = memo[word] = zlib.crc32(str(word).encode()) % n_chunks
+        per_word[i] = bucket
     indices = key.indices.to_numpy(zero_copy_only=False)
     valid = key.is_valid().to_numpy(zero_copy_only=False)
     out = np.zeros(len(key), dtype="uint8")
@@ -160,26 +187,13 @@ def _bucket_of(key: pa.Array, n_chunks: int) -> np.ndarray:
     return out
 
 
-def _frame(table: pa.Table) -> pd.DataFrame:
-    """A table of the schema's columns (strings as dictionaries) as a normalised history frame."""
-    data: dict[str, Any] = {}
-    for column in COLUMNS:
-        if column not in table.column_names:
-            raise InputError(f"history lacks column {column!r}")
-        values = table.column(column)
-        if column in CATEGORICAL:
-            if not pa.types.is_dictionary(values.type):
-                values = pc.dictionary_encode(values)
-            data[column] = values.to_pandas().astype("category")
-        elif column in NULLABLE_INT:
-            data[column] = values.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).astype("Int64")
-        else:
-            if values.null_count:
-                raise InputError(f"history column {column!r} has nulls; schema v1 requires a value")
-            data[column] = values.to_numpy().astype("int64", copy=False)
-    frame = pd.DataFrame(data)
-    frame.index = pd.RangeIndex(len(frame))
-    return frame
+def _frame(tables: list[pa.Table]) -> pd.DataFrame:
+    """Tables of the schema's columns (strings as dictionaries) as one normalised history frame.
+
+    :func:`analysis.load.frame_from_tables` without unifying dictionaries (pandas does, building the
+    categoricals); ``tables`` is emptied so each Arrow column is freed once converted.
+    """
+    return frame_from_tables(tables, unify=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,12 +341,16 @@ def run_checks_chunked(
     results: dict[str, list[tuple[CheckResult, np.ndarray]]] = {name: [] for name in LOCAL_CHECKS}
     kept: dict[str, list[np.ndarray]] = {g: [] for g in LATENCY_GROUPS}
     readers: list[np.ndarray] = []
+    scheduled: list[open_model.Sample] = []
     load_seconds: list[np.ndarray] = []
     for frame, rows in source.partitions():
-        for name in LOCAL_CHECKS:
-            results[name].append((_local(name, frame, run, options), rows))
+        # Checks of one partition share its derived arrays (stale flags for stale_read and eviction).
+        with checks.sharing(frame):
+            for name in LOCAL_CHECKS:
+                results[name].append((_local(name, frame, run, options), rows))
         for group, values in _durations(frame).items():
             kept[group].append(values)
+        scheduled.append(open_model.collect(frame))
         read = (frame["f"] == "read") & (frame["status"] == "ok")
         read &= frame["key"].notna() & frame["version"].notna()
         readers.append(np.unique(frame.loc[read, "process"].to_numpy()))
@@ -361,20 +379,16 @@ def run_checks_chunked(
         else CheckResult("latency", passed=True, figures=groups)
     )
 
-    ws_frame, ws_rows = _ws_subset(source)
+    ws_frame, ws_rows, ib_frame = _global_subsets(source)
     ws = checks.check_ws_delivery(ws_frame, options.ws_grace_ns, options.tolerance_ns, n)
     ws.examples = _remap(ws.examples, ws_rows)
     del ws_frame
-
-    def batches(table: pa.Table, index: int) -> np.ndarray:
-        return _f_in(table, ["invalidate_batch"])
-
-    ib_frame, _ = source.select(list(COLUMNS), batches)
     invalidation = contention.check_invalidation_latency(ib_frame)
 
     by_name: dict[str, CheckResult] = {
         **merged,
         "latency": latency,
+        "open_model_latency": open_model.result(open_model.merge(scheduled)),
         "ws_delivery": ws,
         "invalidation_latency": invalidation,
         "history_complete": checks.check_history_complete(run, source.rows),
@@ -387,17 +401,42 @@ def run_checks_chunked(
 
 
 def _f_in(table: pa.Table, names: list[str]) -> np.ndarray:
-    f = table.column("f").cast(pa.string())
-    return np.asarray(
-        pc.fill_null(pc.is_in(f, value_set=pa.array(names)), False).to_numpy(zero_copy_only=False)
-    )
+    """Whether each row's ``f`` is one of ``names`` (False for a null ``f``)."""
+    return _in(table.column("f"), names)
 
 
-def _ws_subset(source: _Source) -> tuple[pd.DataFrame, np.ndarray]:
-    """Ok writes and WebSocket rows, plus the row with the latest ``t_complete`` (ends open connections)."""
+def _in(column: pa.ChunkedArray, names: list[str]) -> np.ndarray:
+    """Whether each value of a string column is one of ``names`` (False for null).
+
+    A dictionary column is tested once per dictionary entry, not once per row.
+    """
+    out = np.zeros(len(column), dtype=bool)
+    start = 0
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            per_entry = pc.fill_null(pc.is_in(chunk.dictionary, value_set=pa.array(names)), False)
+            indices = chunk.indices.fill_null(0).to_numpy(zero_copy_only=False)
+            hit = per_entry.to_numpy(zero_copy_only=False)[indices]
+            hit &= chunk.is_valid().to_numpy(zero_copy_only=False)
+        else:
+            hit = pc.fill_null(pc.is_in(chunk, value_set=pa.array(names)), False).to_numpy(
+                zero_copy_only=False
+            )
+        out[start : start + len(chunk)] = hit
+        start += len(chunk)
+    return out
+
+
+def _global_subsets(source: _Source) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """The rows of the checks run once over the whole history, read in one pass.
+
+    Returns the ``ws_delivery`` subset (ok writes and WebSocket rows, plus the row with the latest
+    ``t_complete``, which ends open connections) with its row numbers, and the ``invalidate_batch``
+    rows.
+    """
     latest, where = None, (0, 0)
     for index, (pf, i, _) in enumerate(source.parts):
-        stats = pf.metadata.row_group(i).column(COLUMNS.index("t_complete")).statistics
+        stats = pf.metadata.row_group(i).column(pf.schema_arrow.get_field_index("t_complete")).statistics
         if stats is not None and stats.has_min_max:
             value = int(stats.max)
         else:
@@ -405,16 +444,23 @@ def _ws_subset(source: _Source) -> tuple[pd.DataFrame, np.ndarray]:
         if latest is None or value > latest:
             latest, where = value, (index, value)
     ws_ops = ["ws_open", "ws_recv", "ws_close", "ui_read"]
+    ws_keep: list[np.ndarray] = []
 
     def keep(table: pa.Table, index: int) -> np.ndarray:
-        status_ok = pc.fill_null(pc.equal(table.column("status").cast(pa.string()), "ok"), False)
-        mask = _f_in(table, ws_ops) | (_f_in(table, ["write"]) & status_ok.to_numpy(zero_copy_only=False))
+        status_ok = _in(table.column("status"), ["ok"])
+        mask = _f_in(table, ws_ops) | (_f_in(table, ["write"]) & status_ok)
         if index == where[0]:
             last = np.flatnonzero(table.column("t_complete").to_numpy() == where[1])
             mask[last[:1]] = True
-        return mask
+        both = mask | _f_in(table, ["invalidate_batch"])
+        ws_keep.append(mask[both])
+        return both
 
-    return source.select(list(COLUMNS), keep)
+    frame, rows = source.select(list(COLUMNS), keep)
+    ws = np.concatenate(ws_keep) if ws_keep else np.zeros(0, dtype=bool)
+    batches = (frame["f"] == "invalidate_batch").to_numpy()
+    ws_frame = frame.loc[ws].reset_index(drop=True)
+    return ws_frame, rows[ws], frame.loc[batches].reset_index(drop=True)
 
 
 __all__ = ["LOCAL_CHECKS", "run_checks_chunked"]

@@ -41,6 +41,15 @@ PERCENTILES: tuple[tuple[str, str], ...] = (
     ("p99", "p99"),
     ("p99_9", "p99.9"),
 )
+#: Percentiles of latency corrected for coordinated omission compared (the ``open_model_latency``
+#: check of open-model runs), as (figure of a group, label).
+CORRECTED_PERCENTILES: tuple[tuple[str, str], ...] = (
+    ("corrected_p50_us", "p50"),
+    ("corrected_p90_us", "p90"),
+    ("corrected_p99_us", "p99"),
+    ("corrected_p99_9_us", "p99.9"),
+)
+OPEN_MODEL = "open_model_latency"
 #: Locust percentile columns compared (its own bucketed milliseconds).
 LOCUST_PERCENTILES: tuple[str, ...] = ("50%", "95%", "99%", "99.9%")
 AGGREGATED = "Aggregated"
@@ -204,7 +213,8 @@ def _both(a: dict[str, Any], b: dict[str, Any], name: str, out: Comparison) -> t
     else:
         parts = [f"{why} in {side}" for side, why in (("A", why_a), ("B", why_b)) if why is not None]
         note = (name, "; ".join(parts))
-    if note not in out.not_compared:  # latency is consulted twice: for its figures and its violations
+    # latency and open_model_latency are consulted twice: for their figures and their violations.
+    if note not in out.not_compared:
         out.not_compared.append(note)
     return None
 
@@ -229,15 +239,44 @@ def _latency(a: dict[str, Any], b: dict[str, Any], tol: float, out: Comparison) 
         na, nb = _number(ga.get("count")) or 0.0, _number(gb.get("count")) or 0.0
         if na == 0 and nb == 0:
             continue
-        for key, label in PERCENTILES:
-            va, vb = _number(ga.get(key)), _number(gb.get(key))
-            if va is None or vb is None:
-                side = "A" if va is None else "B"
-                out.not_compared.append((f"latency {group} {label}", f"no operations in {side}"))
-                continue
-            out.rows.append(_row("latency", group, label, "us", va, vb, LOWER, tol))
+        _percentile_rows("latency", group, ga, gb, PERCENTILES, tol, out)
         if dur_a is not None and dur_b is not None:
             out.rows.append(_row("throughput", group, "ops/s", "1/s", na / dur_a, nb / dur_b, HIGHER, tol))
+
+
+def _corrected_latency(a: dict[str, Any], b: dict[str, Any], tol: float, out: Comparison) -> None:
+    """Corrected latency percentiles per group, when both runs were open-model runs."""
+    pair = _both(a, b, OPEN_MODEL, out)
+    if pair is None:
+        return
+    ca, cb = pair
+    groups = [g for g in ca if isinstance(ca[g], dict)] + [
+        g for g in cb if isinstance(cb[g], dict) and g not in ca
+    ]
+    for group in groups:
+        ga, gb = ca.get(group) or {}, cb.get(group) or {}
+        if not (_number(ga.get("count")) or _number(gb.get("count"))):
+            continue
+        _percentile_rows("corrected latency", group, ga, gb, CORRECTED_PERCENTILES, tol, out)
+
+
+def _percentile_rows(
+    section: str,
+    group: str,
+    ga: dict[str, Any],
+    gb: dict[str, Any],
+    percentiles: tuple[tuple[str, str], ...],
+    tol: float,
+    out: Comparison,
+) -> None:
+    """One row per percentile of ``group`` present on both sides (µs, lower is better)."""
+    for key, label in percentiles:
+        va, vb = _number(ga.get(key)), _number(gb.get(key))
+        if va is None or vb is None:
+            side = "A" if va is None else "B"
+            out.not_compared.append((f"{section} {group} {label}", f"no operations in {side}"))
+            continue
+        out.rows.append(_row(section, group, label, "us", va, vb, LOWER, tol))
 
 
 def _violations(a: dict[str, Any], b: dict[str, Any], tol: float, out: Comparison) -> None:
@@ -336,10 +375,11 @@ def compare(
 ) -> Comparison:
     """Compare two summaries (``summary.json`` dicts); B is judged against A.
 
-    Regressions: a latency percentile up, a throughput (ops/s, requests/s) down, the hit ratio down,
-    the failure ratio up, each by more than ``tolerance_pct`` percent of A's figure; violations of a
-    check up by any amount. The opposite changes beyond the tolerance are improvements. Locust's
-    percentiles also ignore a change within their rounding (1, 10 or 100 ms).
+    Regressions: a latency percentile up (corrected ones too, when both runs have them), a
+    throughput (ops/s, requests/s) down, the hit ratio down, the failure ratio up, each by more than
+    ``tolerance_pct`` percent of A's figure; violations of a check up by any amount. The opposite
+    changes beyond the tolerance are improvements. Locust's percentiles also ignore a change within
+    their rounding (1, 10 or 100 ms).
     """
     tol = tolerance_pct / 100.0
     out = Comparison(
@@ -348,6 +388,7 @@ def compare(
         run_b=(summary_b.get("run") or {}).get("run_id"),
     )
     _latency(summary_a, summary_b, tol, out)
+    _corrected_latency(summary_a, summary_b, tol, out)
     _violations(summary_a, summary_b, tol, out)
     _hit_ratio(summary_a, summary_b, tol, out)
     _locust(summary_a, summary_b, tol, out)

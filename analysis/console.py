@@ -6,6 +6,8 @@ import textwrap
 from typing import Any
 
 from analysis.checks import CONTENTION_LATENCY_OPS, LATENCY_GROUPS
+from analysis.open_model import GROUPS as SCHEDULED_GROUPS
+from analysis.open_model import NAME as OPEN_MODEL
 from analysis.verdict import CheckResult, ThresholdResult, Verdict
 
 WIDTH = 100
@@ -28,6 +30,7 @@ KEY_FIGURES: dict[str, tuple[str, ...]] = {
     "divergence": ("keys_swept", "cached_entries", "divergent", "max_gap"),
     "hit_ratio": ("reads", "hits", "misses", "ratio"),
     "latency": (),
+    OPEN_MODEL: ("scheduled", "scheduled_per_s", "achieved_per_s"),
     "history_complete": ("rows_loaded", "rows_reported", "missing_batch_count"),
     "counter": (
         "reads_checked",
@@ -117,6 +120,41 @@ def _latency_table(verdict: Verdict) -> list[str]:
     return lines
 
 
+def _open_model_table(verdict: Verdict) -> list[str]:
+    """Per scheduled group, uncorrected and corrected latency and the start lag, side by side."""
+    try:
+        check = verdict.check(OPEN_MODEL)
+    except KeyError:
+        return []
+    if check.skipped:
+        return []
+    columns = ("p50", "p90", "p99", "p99_9", "max")
+    header = f"{'OPEN-MODEL LATENCY (us)':<36}{'count':>9}" + "".join(
+        f"{c.replace('_', '.'):>11}" for c in columns
+    )
+    lines = [header, "-" * len(header)]
+    late = []
+    for group in SCHEDULED_GROUPS:
+        stats = check.figures.get(group)
+        if not isinstance(stats, dict) or not stats.get("count"):
+            continue
+        for measure, label in (
+            ("uncorrected", "uncorrected, from t_invoke"),
+            ("corrected", "corrected, from t_intended"),
+            ("start_lag", "start lag"),
+        ):
+            cells = "".join(f"{_num(stats.get(f'{measure}_{c}_us')):>11}" for c in columns)
+            lines.append(f"{group:<10}{label:<26}{stats['count']:>9d}{cells}")
+        ratio = stats.get("late_over_1ms_ratio") or 0.0
+        late.append(f"{group} {ratio * 100:.2f}%")
+    lines.append("started more than 1 ms late: " + ", ".join(late))
+    lines.append(
+        f"scheduled {_fmt(check.figures.get('scheduled_per_s'))} ops/s, "
+        f"achieved {_fmt(check.figures.get('achieved_per_s'))} ops/s"
+    )
+    return lines
+
+
 def _num(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -175,7 +213,13 @@ def render(verdict: Verdict) -> str:
     if run.get("run_id"):
         lines.append(f"run {run['run_id']}")
     lines += _check_table(verdict)
-    for block in (_latency_table(verdict), _locust_table(verdict.locust), _threshold_lines(verdict)):
+    blocks = (
+        _latency_table(verdict),
+        _open_model_table(verdict),
+        _locust_table(verdict.locust),
+        _threshold_lines(verdict),
+    )
+    for block in blocks:
         if block:
             lines += ["", *block]
     if verdict.notes:

@@ -18,6 +18,8 @@ from analysis.checks import (
     NS_PER_MS,
     NS_PER_S,
     NS_PER_US,
+    _asof,
+    _codes,
     _examples,
     _is,
     _max_completed_before,
@@ -41,22 +43,37 @@ def _valued(history: pd.DataFrame, mask: pd.Series, *, keyed: bool = True) -> pd
     ``key`` is the categorical code, ``row`` the history index, ``value`` an int64; ``status`` and
     ``source`` are strings (``source`` is ``"unknown"`` when null).
     """
-    mask = mask & history["value"].notna()
+    keep = np.asarray(mask, dtype=bool) & history["value"].notna().to_numpy()
     if keyed:
-        mask = mask & history["key"].notna()
-    sub = history.loc[mask]
+        keep &= _codes(history["key"]) >= 0
+    idx = np.flatnonzero(keep)
     return pd.DataFrame(
         {
-            "row": sub.index.to_numpy(dtype="int64"),
-            "process": sub["process"].to_numpy(dtype="int64"),
-            "key": sub["key"].cat.codes.to_numpy().astype("int64"),
-            "t_invoke": sub["t_invoke"].to_numpy(dtype="int64"),
-            "t_complete": sub["t_complete"].to_numpy(dtype="int64"),
-            "value": sub["value"].to_numpy(dtype="int64"),
-            "status": sub["status"].astype("object").to_numpy(),
-            "source": sub["source"].astype("object").fillna("unknown").to_numpy(),
-        }
+            "row": idx.astype("int64"),
+            "process": history["process"].to_numpy(dtype="int64")[idx],
+            "key": _codes(history["key"])[idx].astype("int64"),
+            "t_invoke": history["t_invoke"].to_numpy(dtype="int64")[idx],
+            "t_complete": history["t_complete"].to_numpy(dtype="int64")[idx],
+            "value": history["value"].array.take(idx).to_numpy(dtype="int64"),
+            "status": _strings(history["status"], idx),
+            "source": _strings(history["source"], idx, "unknown"),
+        },
+        copy=False,
     )
+
+
+def _strings(column: pd.Series, idx: np.ndarray, null: Any = np.nan) -> np.ndarray:
+    """The categorical ``column`` at positions ``idx`` as an object array of str (``null`` for nulls).
+
+    What ``column.iloc[idx].astype("object")`` gives, without converting the rows not taken.
+    """
+    categories = np.asarray(column.cat.categories.astype("object"), dtype=object)
+    codes = _codes(column)[idx]
+    out = np.empty(len(idx), dtype=object)
+    known = codes >= 0
+    out[known] = categories[codes[known]]
+    out[~known] = null
+    return out
 
 
 def _sum_before(
@@ -70,26 +87,15 @@ def _sum_before(
 ) -> np.ndarray:
     """Per (key, cut): the sum of ``weight`` over events of that key at ``event_t`` before ``cut``.
 
-    "Before" is ``<`` when ``strict``, else ``<=``. A per-key cumulative sum in time order and one
-    backward ``merge_asof`` answer every query at once.
+    "Before" is ``<`` when ``strict``, else ``<=``. The events sorted by (key, time) with a running
+    sum, and one search per query for its key's events before the cut, answer every query at once.
     """
-    out = np.zeros(len(key), dtype="int64")
     if len(key) == 0 or len(event_key) == 0:
-        return out
-    events = pd.DataFrame({"t": event_t, "key": event_key, "w": weight}).sort_values("t", kind="stable")
-    events["cum"] = events.groupby("key", sort=False)["w"].cumsum()
-    left = pd.DataFrame({"i": np.arange(len(key)), "key": key, "cut": cut}).sort_values("cut", kind="stable")
-    merged = pd.merge_asof(
-        left,
-        events[["t", "key", "cum"]],
-        left_on="cut",
-        right_on="t",
-        by="key",
-        direction="backward",
-        allow_exact_matches=not strict,
-    )
-    out[merged["i"].to_numpy()] = merged["cum"].fillna(0).to_numpy().astype("int64")
-    return out
+        return np.zeros(len(key), dtype="int64")
+    order, first, end = _asof(event_key, event_t, key, cut, strict=strict)
+    cum = np.zeros(len(order) + 1, dtype="int64")
+    np.cumsum(np.asarray(weight, dtype="int64")[order], out=cum[1:])
+    return cum[end] - cum[first]
 
 
 def _open_before(group: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:

@@ -9,30 +9,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-#: The columns of schema v1 (docs/history.md), in order.
-COLUMNS: tuple[str, ...] = (
-    "process",
-    "node",
-    "f",
-    "key",
-    "status",
-    "t_invoke",
-    "t_complete",
-    "version",
-    "value",
-    "source",
-)
+from cachestorm.history import SCHEMA
+
+#: The columns of the history's schema (docs/history.md), in order: the recorder's own.
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 CATEGORICAL: tuple[str, ...] = ("node", "f", "key", "status", "source")
 REQUIRED_INT: tuple[str, ...] = ("process", "t_invoke", "t_complete")
-NULLABLE_INT: tuple[str, ...] = ("version", "value")
+NULLABLE_INT: tuple[str, ...] = ("version", "value", "t_intended")
+#: Columns a schema v1 history lacks; they load as nulls.
+ADDED_IN_V2: tuple[str, ...] = ("t_intended",)
 
 HISTORY_DIR = "history"
 RUN_FILE = "run.json"
@@ -84,20 +80,24 @@ def normalise(history: pd.DataFrame) -> pd.DataFrame:
     """
     if _is_normalised(history):
         return history
-    missing = [c for c in COLUMNS if c not in history.columns]
+    missing = [c for c in COLUMNS if c not in history.columns and c not in ADDED_IN_V2]
     if missing:
         raise InputError(
-            f"history lacks column(s) {', '.join(missing)}; expected schema v1 (docs/history.md)"
+            f"history lacks column(s) {', '.join(missing)}; expected schema v2 (docs/history.md)"
         )
     out = pd.DataFrame(index=pd.RangeIndex(len(history)))
     for column in COLUMNS:
+        if column not in history.columns:
+            n = len(history)
+            out[column] = pd.arrays.IntegerArray(np.zeros(n, dtype="int64"), np.ones(n, dtype=bool))
+            continue
         values = history[column].reset_index(drop=True)
         try:
             if column in CATEGORICAL:
                 out[column] = values.astype("category")
             elif column in REQUIRED_INT:
                 if values.isna().any():
-                    raise InputError(f"history column {column!r} has nulls; schema v1 requires a value")
+                    raise InputError(f"history column {column!r} has nulls; the schema requires a value")
                 out[column] = values.astype("int64")
             else:
                 out[column] = values.astype("Int64")
@@ -120,6 +120,19 @@ def _is_normalised(history: pd.DataFrame) -> bool:
     )
 
 
+def present_columns(names: list[str], wanted: Sequence[str] = COLUMNS) -> list[str]:
+    """Those of ``wanted`` that a part file has (a schema v1 part lacks :data:`ADDED_IN_V2`)."""
+    return [c for c in wanted if c in names]
+
+
+def with_added_columns(table: pa.Table) -> pa.Table:
+    """``table`` with the columns schema v2 added, as nulls when a v1 part lacks them."""
+    for column in ADDED_IN_V2:
+        if column not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, pa.int64()))
+    return table
+
+
 def load_history(path: str | Path) -> pd.DataFrame:
     """Load the op history under ``path`` (a results dir, its history dir or one part file).
 
@@ -132,14 +145,17 @@ def load_history(path: str | Path) -> pd.DataFrame:
     for file in files:
         try:
             schema = pq.read_schema(file)
-            missing = [c for c in COLUMNS if c not in schema.names]
+            missing = [c for c in COLUMNS if c not in schema.names and c not in ADDED_IN_V2]
             if missing:
                 raise InputError(
-                    f"{file}: lacks column(s) {', '.join(missing)}; expected op history schema v1 "
+                    f"{file}: lacks column(s) {', '.join(missing)}; expected op history schema v2 "
                     "(docs/history.md)"
                 )
             # Strings as dictionaries arrive as categoricals; no per-row Python strings are built.
-            tables.append(pq.read_table(file, columns=list(COLUMNS), read_dictionary=list(CATEGORICAL)))
+            columns = present_columns(schema.names)
+            tables.append(
+                with_added_columns(pq.read_table(file, columns=columns, read_dictionary=list(CATEGORICAL)))
+            )
         except InputError:
             raise
         except Exception as exc:
@@ -147,14 +163,93 @@ def load_history(path: str | Path) -> pd.DataFrame:
             raise InputError(
                 f"{file}: not a readable Parquet file ({reason}); delete or replace the damaged part"
             ) from None
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
-    # int64 straight to nullable Int64: through float64, nanosecond values (a ws_recv's commit
-    # time, about 1.8e18) would lose their low bits.
-    frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     try:
-        return normalise(frame)
+        return frame_from_tables(tables)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+
+
+def frame_from_tables(tables: list[pa.Table], *, unify: bool = True) -> pd.DataFrame:
+    """Tables of the schema's columns (strings as dictionaries), concatenated, as a normalised frame.
+
+    ``tables`` is emptied, so that the frame's making can free each Arrow column as soon as it is
+    converted (the caller must hold no other reference to them). With ``unify``, the string columns'
+    dictionaries are unified first (categories in order of first appearance across the tables).
+
+    Column by column, straight into the dtypes of :func:`normalise` with one copy each: int64 into
+    numpy, nullable int64 into ``Int64`` (values and a null mask, never through float64, which
+    would lose the low bits of nanosecond values such as a ``ws_recv``'s commit time), a column of
+    nulls only (``t_intended`` in a closed-model run) into an all-NA ``Int64`` whose zero values
+    are never written, dictionaries into categoricals. Each column is dropped from the concatenated
+    table once converted and Arrow's unused memory handed back, so the load peaks at about the table
+    plus the frame rather than twice the frame. Other column types take the general path of
+    :func:`normalise`.
+    """
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    if unify and len(tables) > 1:
+        table = table.unify_dictionaries()
+    tables.clear()
+    types = table.schema
+    for column in COLUMNS:
+        if column not in types.names:
+            raise InputError(f"history lacks column {column!r}")
+    usual = all(
+        pa.types.is_dictionary(types.field(c).type) or pa.types.is_string(types.field(c).type)
+        for c in CATEGORICAL
+    ) and all(types.field(c).type == pa.int64() for c in REQUIRED_INT + NULLABLE_INT)
+    if not usual:
+        frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+        return normalise(frame)
+    n = table.num_rows
+    pool = pa.default_memory_pool()
+    data: dict[str, Any] = {}
+    for column in COLUMNS:
+        values = table.column(column)
+        if column in CATEGORICAL:
+            if not pa.types.is_dictionary(values.type):
+                values = pc.dictionary_encode(values)
+            data[column] = values.to_pandas().astype("category")
+        elif column in REQUIRED_INT:
+            if values.null_count:
+                raise InputError(f"history column {column!r} has nulls; the schema requires a value")
+            data[column] = _int64(values, n)
+        else:
+            data[column] = _nullable_int64(values, n)
+        del values
+        table = table.drop_columns([column])
+        pool.release_unused()
+    frame = pd.DataFrame(data, copy=False)
+    frame.index = pd.RangeIndex(n)
+    return normalise(frame)
+
+
+def _int64(values: pa.ChunkedArray, n: int) -> np.ndarray:
+    """An int64 column without nulls, chunks copied into one numpy array."""
+    out = np.empty(n, dtype="int64")
+    start = 0
+    for chunk in values.chunks:
+        out[start : start + len(chunk)] = chunk.to_numpy()
+        start += len(chunk)
+    return out
+
+
+def _nullable_int64(values: pa.ChunkedArray, n: int) -> pd.arrays.IntegerArray:
+    """A nullable int64 column as pandas ``Int64``: values (0 under a null) and a null mask."""
+    if values.null_count == n:
+        # np.zeros maps zeroed pages lazily: an all-null column costs its mask only.
+        return pd.arrays.IntegerArray(np.zeros(n, dtype="int64"), np.ones(n, dtype=bool))
+    data = np.empty(n, dtype="int64")
+    mask = np.zeros(n, dtype=bool)
+    start = 0
+    for chunk in values.chunks:
+        stop = start + len(chunk)
+        if chunk.null_count:
+            data[start:stop] = pc.fill_null(chunk, 0).to_numpy()
+            mask[start:stop] = chunk.is_null().to_numpy(zero_copy_only=False)
+        else:
+            data[start:stop] = chunk.to_numpy()
+        start = stop
+    return pd.arrays.IntegerArray(data, mask)
 
 
 def load_run(path: str | Path) -> dict[str, Any] | None:
@@ -244,8 +339,36 @@ def _number(value: Any) -> int | float | None:
     return int(number) if number.is_integer() else number
 
 
-def load_results(path: str | Path) -> Inputs:
+def history_rows(path: str | Path) -> int:
+    """Rows of the history under ``path``, from the Parquet footers (nothing else is read)."""
+    rows = 0
+    for file in history_files(path):
+        try:
+            rows += pq.ParquetFile(file).metadata.num_rows
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(
+                f"{file}: not a readable Parquet file ({reason}); delete or replace the damaged part"
+            ) from None
+    return rows
+
+
+def load_columns(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
+    """Only ``columns`` of the history under ``path``, strings as categoricals: what the thresholds
+    need of a history too large to load whole."""
+    files = history_files(path)
+    table = pa.concat_tables(
+        pq.read_table(f, columns=list(columns), read_dictionary=[c for c in columns if c in CATEGORICAL])
+        for f in files
+    ).unify_dictionaries()
+    return table.to_pandas()
+
+
+def load_results(path: str | Path, history: bool = True) -> Inputs:
     """Load everything from a results directory, validating it as the CLI needs.
+
+    With ``history=False`` the op history is checked for but not loaded (``Inputs.history`` is
+    ``None``), for an analysis that reads it in chunks.
 
     Raises :class:`InputError` for a missing or empty directory, or one holding neither an op
     history nor Locust CSVs.
@@ -265,5 +388,5 @@ def load_results(path: str | Path) -> Inputs:
             f"{results}: holds neither an op history (history/*.parquet) nor Locust CSVs "
             "(locust_stats.csv); pass the directory a run wrote"
         )
-    history = load_history(results) if files else None
-    return Inputs(results=results, history=history, run=run, locust=locust)
+    frame = load_history(results) if files and history else None
+    return Inputs(results=results, history=frame, run=run, locust=locust)

@@ -3,9 +3,13 @@
 Two measures, both pure functions of an op history (docs/report.md):
 
 * **reads fresh**: ``-log10(stale reads / ok reads)``, stale as the ``stale_read`` check defines it;
-* **writes consistent within M**: for each ok write, whether every ok read of its key invoked at
-  least ``M`` after the write completed (and before the key's next write completed) returned a
-  version at least the write's; ``-log10(inconsistent writes / ok writes)``.
+* **writes consistent within M**, measured by probes when the run recorded them (``f=probe``,
+  cachestorm/probes.py): a sampled ok write is re-read from Redis M after it completed, and the
+  probe is inconsistent when Redis held an entry older than the write;
+  ``-log10(inconsistent probes / probes)`` per M. A run without probes (``--probe-rate 0``) gets
+  the same figure from the users' own reads instead: a write is inconsistent when an ok read of
+  its key invoked at least M after it completed (and before the key's next write completed)
+  returned an older version.
 
 A run of ``n`` samples with no bad one cannot show more than ``log10(n)`` nines, so each result
 carries that cap (``max_showable``) and says when the figure is only a lower bound (``at_least``).
@@ -106,14 +110,84 @@ def writes_consistent(history: pd.DataFrame, window_ns: int) -> dict[str, Any]:
     return result
 
 
+def delay_label(ns: int) -> str:
+    """A probe delay as ``100ms``, ``1s`` or ``2.5s``."""
+    ms = round(ns / NS_PER_MS, 3)
+    return f"{ms:g}ms" if ms < 1000 else f"{ms / 1000:g}s"
+
+
+def probe_outcomes(history: pd.DataFrame) -> pd.DataFrame:
+    """One row per ok probe matched to its write: ``delay_ns`` (M) and whether it was ``bad``.
+
+    A probe names its write by key and version (``value``); versions of a key are unique, so the
+    match is exact. M is the probe's ``t_intended`` minus the write's ``t_complete``. A probe is
+    bad when Redis held an entry (not a tombstone, not nothing) older than the write: a reader
+    would have been served a version the write had replaced M earlier.
+    """
+    history = normalise(history)
+    probes = history.loc[_is(history, "probe") & history["value"].notna() & history["t_intended"].notna()]
+    writes = _ops(history, _is(history, "write"))
+    empty = pd.DataFrame({"delay_ns": pd.Series([], dtype="int64"), "bad": pd.Series([], dtype=bool)})
+    if len(probes) == 0 or len(writes) == 0:
+        return empty
+    left = pd.DataFrame(
+        {
+            "key": probes["key"].cat.codes.to_numpy().astype("int64"),
+            "version": probes["value"].to_numpy(dtype="int64"),
+            "t_intended": probes["t_intended"].to_numpy(dtype="int64"),
+            "bad": (
+                (probes["source"] == "entry").to_numpy()
+                & (probes["version"].fillna(np.iinfo("int64").max) < probes["value"]).to_numpy(dtype=bool)
+            ),
+        }
+    )
+    right = pd.DataFrame(
+        {
+            "key": writes["key"].to_numpy(),  # already the categorical codes
+            "version": writes["version"].to_numpy(dtype="int64"),
+            "t_complete": writes["t_complete"].to_numpy(dtype="int64"),
+        }
+    )
+    matched = left.merge(right, on=["key", "version"], how="inner")
+    return pd.DataFrame(
+        {
+            "delay_ns": matched["t_intended"].to_numpy() - matched["t_complete"].to_numpy(),
+            "bad": matched["bad"].to_numpy(dtype=bool),
+        }
+    )
+
+
+def writes_consistent_by_probes(history: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Nines of probes that found no older entry, per probe delay M (labelled as by :func:`delay_label`)."""
+    outcomes = probe_outcomes(history)
+    out: dict[str, dict[str, Any]] = {}
+    for delay, group in outcomes.groupby("delay_ns", sort=True):
+        result = nines(int(group["bad"].sum()), len(group))
+        result["window_ms"] = int(delay) / NS_PER_MS
+        out[delay_label(int(delay))] = result
+    return out
+
+
 def compute_nines(history: pd.DataFrame | None, tolerance_ns: int = 0) -> dict[str, Any]:
-    """The ``nines`` entry of ``summary.json``: reads fresh, and writes consistent per window."""
+    """The ``nines`` entry of ``summary.json``: reads fresh, and writes consistent per window.
+
+    Writes are measured by probes when the history has any, else from the users' reads.
+    """
     if history is None:
         return {"skipped": True, "reason": "no op history"}
     history = normalise(history)
-    return {
-        "reads_fresh": reads_fresh(history, tolerance_ns),
-        "writes_consistent": {label: writes_consistent(history, ns) for label, ns in WINDOWS_NS.items()},
-        "method": "history (no probes); probe-based measurement at exactly M comes later",
-        "tolerance_ns": tolerance_ns,
-    }
+    by_probes = writes_consistent_by_probes(history)
+    ok_writes = int(_is(history, "write").sum())
+    result: dict[str, Any] = {"reads_fresh": reads_fresh(history, tolerance_ns), "tolerance_ns": tolerance_ns}
+    if by_probes:
+        probed = history.loc[_is(history, "probe"), ["key", "value"]].drop_duplicates()
+        result["writes_consistent"] = by_probes
+        result["method"] = "probe"
+        result["probed_writes"] = len(probed)
+        result["ok_writes"] = ok_writes
+    else:
+        result["writes_consistent"] = {
+            label: writes_consistent(history, ns) for label, ns in WINDOWS_NS.items()
+        }
+        result["method"] = "reads"
+    return result

@@ -13,26 +13,23 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+# Figures are built with matplotlib's object API and never shown, so no backend is selected: the
+# module can be imported in Jupyter without taking over its inline plots.
 import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from analysis import open_model
 from analysis.checks import NS_PER_MS, NS_PER_S, NS_PER_US, _is, _ops, stale_flags
-from analysis.load import history_files, normalise
+from analysis.load import normalise
 from analysis.nines import WINDOWS_NS
-from analysis.verdict import Verdict
+from analysis.verdict import Verdict, write_text_atomic
 
 REPORT_FILE = "report.html"
 LOCUST_HISTORY = "locust_stats_history.csv"
@@ -54,7 +51,7 @@ KEY_FIGURE: dict[str, tuple[str, ...]] = {
     "invalidation_latency": ("p95_ms", "count"),
     "eviction": ("stale_during_eviction", "evictions"),
 }
-REPORTED_ONLY = ("hit_ratio", "latency", "invalidation_latency")
+REPORTED_ONLY = ("hit_ratio", "latency", open_model.NAME, "invalidation_latency")
 MAX_BARS = 60
 #: Rows whose duration is not a latency worth plotting: bookkeeping, and the WebSocket listener's
 #: connection events and local reads (its notification latency has its own section).
@@ -182,6 +179,15 @@ def section_verdict(verdict: Verdict) -> str:
         elif check.name == "latency":
             hit = check.figures.get("read_hit") or {}
             figure = f"read_hit p95 {_fmt(hit.get('p95'))} us" if hit.get("count") else "see section 3"
+        elif check.name == open_model.NAME:
+            timed = [g for g in open_model.GROUPS if (check.figures.get(g) or {}).get("count")]
+            first = check.figures[timed[0]] if timed else {}
+            figure = (
+                f"{timed[0]} p99 {_fmt(first.get('uncorrected_p99_us'))} us uncorrected, "
+                f"{_fmt(first.get('corrected_p99_us'))} us corrected"
+                if timed
+                else "see section 9"
+            )
         else:
             names = KEY_FIGURE.get(check.name, ())
             shown = [f"{n}={_fmt(check.figures.get(n))}" for n in names if n in check.figures]
@@ -352,10 +358,12 @@ def section_latency(history: pd.DataFrame | None, t0: int) -> str:
             ax.set_xlabel("seconds since start", fontsize=8)
 
     parts.append(_figure(draw, height=2.3 * nrows, alt="latency percentiles", layout=None))
+    # The caveat belongs where the closed-loop latencies are shown; section 9 explains it.
+    closed = "" if open_model.is_open_model(history) else " " + CLOSED_LOOP_NOTE + " See section 9."
     parts.append(
         _caption(
             "Per 1-second bucket of t_complete, the 50th, 95th and 99th percentiles of t_complete - "
-            "t_invoke of ok operations, in microseconds on a log axis. Reads are split by source."
+            "t_invoke of ok operations, in microseconds on a log axis. Reads are split by source." + closed
         )
     )
     return "\n".join(parts)
@@ -639,8 +647,10 @@ def section_nines(nines: dict[str, Any] | None) -> str:
     rows: list[list[Any]] = []
     fresh = nines["reads_fresh"]
     entries = [("reads fresh", "stale reads / ok reads", fresh)]
+    by_probes = nines.get("method") == "probe"
+    ratio = "probes that found an older entry / probes" if by_probes else "inconsistent writes / ok writes"
     for label, entry in nines["writes_consistent"].items():
-        entries.append((f"writes consistent within {label}", "inconsistent writes / ok writes", entry))
+        entries.append((f"writes consistent within {label}", ratio, entry))
     for name, ratio, entry in entries:
         cap = entry.get("max_showable")
         rows.append(
@@ -659,54 +669,149 @@ def section_nines(nines: dict[str, Any] | None) -> str:
             f"{fresh['max_showable']:.2f} nines of reads fresh; '&ge; N' means no bad sample was seen, "
             "so the run shows only that it is at least that good.</p>"
         )
-    writes = next(iter(nines["writes_consistent"].values()))
-    if writes["total"]:
-        parts.append(
-            f"<p>With {writes['total']:,} ok writes this run could show at most "
-            f"{writes['max_showable']:.2f} nines of writes consistent (a run of 10^6 writes can show "
-            "about 6 nines at most).</p>"
+    writes = next(iter(nines["writes_consistent"].values()), None)
+    if writes and writes["total"]:
+        sampled = (
+            f"{nines['probed_writes']:,} of {nines['ok_writes']:,} ok writes were probed; with "
+            if by_probes
+            else "With "
         )
-    windows = ", ".join(f"{ns / NS_PER_MS:g} ms" for ns in WINDOWS_NS.values())
+        parts.append(
+            f"<p>{sampled}{writes['total']:,} samples at {next(iter(nines['writes_consistent']))} this run "
+            f"could show at most {writes['max_showable']:.2f} nines of writes consistent (a run of 10^6 "
+            "writes, each probed, can show about 6 nines at most).</p>"
+        )
+    windows = ", ".join(nines["writes_consistent"]) or ", ".join(
+        f"{ns / NS_PER_MS:g} ms" for ns in WINDOWS_NS.values()
+    )
+    how = (
+        "a sampled ok write (--probe-rate) is re-read from Redis M after it completed (f=probe); the "
+        "probe is bad when Redis held an entry older than the write."
+        if by_probes
+        else "no probes were recorded (--probe-rate 0), so the users' reads stand in: a write is "
+        "inconsistent when an ok read of its key invoked at least M after the write completed, and "
+        "before the key's next write completed, returned an older version."
+    )
     parts.append(
         _caption(
             "Nines = -log10(bad / total), as Meta reports cache consistency ('Cache made consistent', "
             f"2022). Reads fresh: stale per the stale_read check. Writes consistent within M ({windows}): "
-            "a write is inconsistent when an ok read of its key invoked at least M after the write "
-            "completed, and before the key's next write completed, returned an older version. Measured "
-            "from the history without probes; probe-based measurement (f=probe, re-reading a sample of "
-            "writes at exactly M) comes later."
+            + how
         )
     )
     return "\n".join(parts)
 
 
-def has_t_intended(history: pd.DataFrame | None, results: Path | None) -> bool:
-    """Whether the history records intended start times (``t_intended``) for open-loop runs."""
-    if history is not None and "t_intended" in history.columns:
-        return True
-    if results is None:
-        return False
-    for file in history_files(results):
-        try:
-            if "t_intended" in pq.read_schema(file).names:
-                return True
-        except Exception:
-            continue
-    return False
+CLOSED_LOOP_NOTE = (
+    "Latencies may hide coordinated omission (closed-loop run: each user starts its next operation "
+    "only when the previous one ends); run with --arrival-rate for corrected latency."
+)
+#: Percentiles of the per-operation tables, as (figure suffix, column label).
+TABLE_PERCENTILES = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99_9", "p99.9"), ("max", "max"))
+#: Table rows, uncorrected first: the figure a closed-loop tool would report, then the correction.
+MEASURE_LABELS = {
+    "uncorrected": "uncorrected (t_complete - t_invoke)",
+    "corrected": "corrected (t_complete - t_intended)",
+    "start_lag": "start lag (t_invoke - t_intended)",
+}
+#: Where the spectrum plot puts its x ticks, as fractions q: drawn at 1 / (1 - q).
+SPECTRUM_TICKS = (0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999)
 
 
-def section_omission(history: pd.DataFrame | None, results: Path | None) -> str:
-    """The coordinated-omission note, when the history has no ``t_intended``."""
-    parts = ['<h2 id="omission">9. Coordinated omission</h2>']
-    if has_t_intended(history, results):
-        parts.append("<p>The history records t_intended: latencies can be measured from intended starts.</p>")
+def _spectrum_x(levels: np.ndarray, count: int) -> np.ndarray:
+    """Where percentiles go on the spectrum's x axis: 1 / (1 - q).
+
+    q is capped at 1 - 1/count, the rank of the largest of ``count`` samples, so that the maximum
+    (q = 1, infinitely far) is drawn where that sample lies.
+    """
+    q = np.minimum(levels / 100.0, 1.0 - 1.0 / max(count, 2))
+    return 1.0 / (1.0 - q)
+
+
+def _tick_label(q: float) -> str:
+    return f"{q * 100:.6f}".rstrip("0").rstrip(".") + "%"
+
+
+def section_omission(history: pd.DataFrame | None) -> str:
+    """Corrected beside uncorrected latency in an open-model run; the closed-loop caveat otherwise."""
+    parts = ['<h2 id="omission">9. Latency, corrected for coordinated omission</h2>']
+    if history is None or len(history) == 0:
+        parts.append(_nodata("no op history"))
+        return "\n".join(parts)
+    if not open_model.is_open_model(history):
+        parts.append(f'<p class="note">{_e(CLOSED_LOOP_NOTE)}</p>')
+        parts.append(
+            _caption(
+                "In a closed-loop run a slow response delays the operations queued behind it, so bad "
+                "periods are under-sampled and the percentiles of section 3 may understate what clients "
+                "arriving on a schedule would see."
+            )
+        )
+        return "\n".join(parts)
+    sample = open_model.collect(history)
+    found = open_model.figures(sample)
+    groups = [g for g in open_model.GROUPS if found[g]["count"]]
+    if not groups:
+        parts.append(_nodata("no ok read or write with t_intended"))
         return "\n".join(parts)
     parts.append(
-        '<p class="note">This history has no <code>t_intended</code> column: the run was closed-loop, '
-        "where each user sends its next request only after the previous one returns. A slow response "
-        "therefore delays the requests behind it, so bad periods are under-sampled and the latency "
-        "percentiles above may understate what users of an open system would see (coordinated "
-        "omission).</p>"
+        "<p>Open-model run: every read and write was due at a time fixed by the schedule "
+        "(<code>t_intended</code>). Corrected latency counts from that time, as wrk2 does, so the wait "
+        "of operations held up behind a slow one is counted; uncorrected latency counts from the "
+        "actual start only, as a closed-loop load generator would.</p>"
+    )
+    for group in groups:
+        stats = found[group]
+        rows = [
+            [MEASURE_LABELS[m], *[stats[f"{m}_{key}_us"] for key, _ in TABLE_PERCENTILES]]
+            for m in MEASURE_LABELS
+        ]
+        parts.append(f"<h3>{_e(group)}</h3>")
+        parts.append(_table(["latency (us)", *[label for _, label in TABLE_PERCENTILES]], rows))
+        parts.append(
+            _caption(
+                f"{stats['count']:,} ok operations; {stats['late_over_1ms']:,} "
+                f"({(stats['late_over_1ms_ratio'] or 0) * 100:.2f}%) started more than 1 ms late."
+            )
+        )
+    hists = open_model.histograms(sample)
+    curves = {g: {m: open_model.spectrum(hists[g][m]) for m in ("uncorrected", "corrected")} for g in groups}
+
+    def draw(fig: Figure) -> None:
+        axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
+        for ax, group in zip(axes, groups, strict=True):
+            # Corrected first, uncorrected dashed over it: where they agree both stay visible.
+            for measure, color, style in (("corrected", "#b00020", "-"), ("uncorrected", "#3b6fb6", "--")):
+                levels, values = curves[group][measure]
+                x = _spectrum_x(levels, found[group]["count"])
+                # A duration recorded as 0 us has no place on a log axis: drawn at 1 us.
+                ax.plot(x, np.maximum(values, 1.0), label=measure, color=color, lw=1.3, ls=style)
+            top = float(found[group]["count"])
+            ticks = [q for q in SPECTRUM_TICKS if 1.0 / (1.0 - q) <= top * 1.0001]
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks([1.0 / (1.0 - q) for q in ticks], [_tick_label(q) for q in ticks], fontsize=7)
+            ax.minorticks_off()
+            ax.set_xlabel("percentile", fontsize=8)
+            ax.set_ylabel("latency (us)", fontsize=8)
+            ax.set_title(f"{group} ({found[group]['count']:,} ok)", fontsize=9)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(True, which="major", alpha=0.3)
+        axes[0].legend(fontsize=8, loc="upper left")
+
+    parts.append(_figure(draw, height=3.4, alt="latency by percentile, corrected and uncorrected"))
+    scheduled, achieved = found["scheduled_per_s"], found["achieved_per_s"]
+    rates = (
+        f" The schedule asked for {scheduled:,.1f} operations/s; they started at {achieved:,.1f}/s."
+        if scheduled is not None and achieved is not None
+        else ""
+    )
+    parts.append(
+        _caption(
+            "Latency by percentile (HdrHistogram, microseconds, log axes; x at 1/(1 - percentile), as "
+            "HdrHistogram's plots draw it). Where the corrected curve rises above the uncorrected one, "
+            f"operations waited for their turn before they started.{rates}"
+        )
     )
     return "\n".join(parts)
 
@@ -755,7 +860,7 @@ def build_report(
         section_notification(h),
         section_contention(h),
         section_nines(nines),
-        section_omission(h, directory),
+        section_omission(h),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -773,14 +878,6 @@ def write_report(
 ) -> Path:
     """Write ``RESULTS/report.html`` atomically (a temporary file, then a rename)."""
     directory = Path(results)
-    text = build_report(verdict, history, nines, directory, tolerance_ns)
     target = directory / REPORT_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, build_report(verdict, history, nines, directory, tolerance_ns))
     return target

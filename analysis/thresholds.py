@@ -8,6 +8,7 @@ be used raises :class:`ThresholdsError`, whose message is one line naming the fi
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import pandas as pd
 
 from analysis.checks import LATENCY_GROUPS, NS_PER_MS, NS_PER_US
 from analysis.load import InputError
+from analysis.open_model import GROUPS as SCHEDULED_GROUPS
+from analysis.open_model import NAME as OPEN_MODEL
 from analysis.verdict import CheckResult, ThresholdResult
 
 DEFAULT_FILE = Path(__file__).with_name("thresholds.toml")
@@ -29,8 +32,16 @@ REFUSALS = ("fill", "incr", "tx_transfer", "lock_acquire", "lock_release", "guar
 COHERENCE_USERS = frozenset({"CacheReader", "CacheWriter", "WebSocketListener"})
 #: The latency tables a file may hold, mapped to the percentile figure of the latency check.
 LATENCY_TABLES = {"latency_p50_ms": "p50", "latency_p95_ms": "p95", "latency_p99_ms": "p99"}
+#: The tables limiting latency corrected for coordinated omission (the ``open_model_latency`` check,
+#: open-model runs only), mapped to the percentile of its ``corrected_<percentile>_us`` figures.
+CORRECTED_LATENCY_TABLES = {
+    "corrected_latency_p50_ms": "p50",
+    "corrected_latency_p90_ms": "p90",
+    "corrected_latency_p99_ms": "p99",
+    "corrected_latency_p99_9_ms": "p99_9",
+}
 RATIOS = ("success_rate_min", "hit_ratio_min", "ws_delivery_ratio_min")
-KNOWN_KEYS = ("max_violations", *RATIOS, *LATENCY_TABLES)
+KNOWN_KEYS = ("max_violations", *RATIOS, *LATENCY_TABLES, *CORRECTED_LATENCY_TABLES)
 COHERENCE = "coherence"
 
 
@@ -49,6 +60,9 @@ class Thresholds:
     ws_delivery_ratio_min: float | None = None
     #: ``{"p95": {"incr": 15.0, ...}}``: per percentile, the limit in milliseconds per latency group.
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The same for the corrected latency of an open-model run (groups ``read_hit``, ``read_miss``,
+    #: ``write``); percentiles ``p50``, ``p90``, ``p99``, ``p99_9``.
+    corrected_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _number(value: Any) -> bool:
@@ -76,20 +90,32 @@ def parse_thresholds(data: dict[str, Any], source: str) -> Thresholds:
             if not _number(value) or not 0 <= value <= 1:
                 raise bad(f"{key} must be a number between 0 and 1, not {value!r}")
             limits[key] = float(value)
+    latency = _latency_tables(data, LATENCY_TABLES, LATENCY_GROUPS, bad)
+    corrected = _latency_tables(data, CORRECTED_LATENCY_TABLES, SCHEDULED_GROUPS, bad)
+    return Thresholds(source=source, latency_ms=latency, corrected_latency_ms=corrected, **limits)
+
+
+def _latency_tables(
+    data: dict[str, Any],
+    tables: dict[str, str],
+    known: tuple[str, ...],
+    bad: Callable[[str], ThresholdsError],
+) -> dict[str, dict[str, float]]:
+    """Those of ``tables`` present in ``data`` as ``{percentile: {group: ms}}``, validated."""
     latency: dict[str, dict[str, float]] = {}
-    for table, percentile in LATENCY_TABLES.items():
+    for table, percentile in tables.items():
         if table not in data:
             continue
         groups = data[table]
         if not isinstance(groups, dict):
             raise bad(f"{table} must be a table of operation group = milliseconds, not {groups!r}")
         for group, value in groups.items():
-            if group not in LATENCY_GROUPS:
-                raise bad(f"unknown key {table}.{group!r} (latency groups: {', '.join(LATENCY_GROUPS)})")
+            if group not in known:
+                raise bad(f"unknown key {table}.{group!r} (latency groups: {', '.join(known)})")
             if not _number(value) or value < 0:
                 raise bad(f"{table}.{group} must be a non-negative number of milliseconds, not {value!r}")
         latency[percentile] = {g: float(v) for g, v in groups.items()}
-    return Thresholds(source=source, latency_ms=latency, **limits)
+    return latency
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
@@ -247,5 +273,27 @@ def evaluate_thresholds(
                 ms,
                 "ms",
                 f"no ok {group} operations",
+            )
+    corrected_tables = {p: t for t, p in CORRECTED_LATENCY_TABLES.items()}
+    open_model = by_name.get(OPEN_MODEL)
+    for percentile, groups in thresholds.corrected_latency_ms.items():
+        for group, limit in groups.items():
+            us = _figure(by_name, OPEN_MODEL, group, f"corrected_{percentile}_us")
+            count = _figure(by_name, OPEN_MODEL, group, "count")
+            ms = None if us is None or not count else round(us * NS_PER_US / NS_PER_MS, 3)
+            # A closed-model run has no corrected latency: its skip reason says so.
+            why = (
+                (open_model.reason or "check skipped")
+                if open_model is not None and open_model.skipped
+                else f"no ok {group} operations with t_intended"
+            )
+            add(
+                f"{corrected_tables[percentile]}.{group}",
+                f"{group} corrected {percentile.replace('_', '.')}",
+                "max",
+                limit,
+                ms,
+                "ms",
+                why,
             )
     return out

@@ -233,11 +233,22 @@ def write_summary(results: str | Path, summary: dict[str, Any]) -> Path:
 
     A reader never sees half a summary, and a crash leaves the previous one in place.
     """
-    directory = Path(results)
-    target = directory / SUMMARY_FILE
-    text = dumps(summary)
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".json.tmp", dir=directory)
+    target = Path(results) / SUMMARY_FILE
+    write_text_atomic(target, dumps(summary))
+    return target
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` through a temporary file in the same directory and a rename.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask), not mkstemp's
+    private 0600: results are meant to be read by whoever reads the run.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
@@ -246,4 +257,3 @@ def write_summary(results: str | Path, summary: dict[str, Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target

@@ -36,7 +36,7 @@ def _maxrss_bytes() -> int:
 
 def _profile(history: Any, run: Any) -> dict[str, float]:
     """Each check timed on its own, in the order and with the arguments run_checks uses."""
-    from analysis import checks, contention  # noqa: PLC0415
+    from analysis import checks, contention, open_model  # noqa: PLC0415
 
     opts = checks.Options.resolve(run)
     tol, n = opts.tolerance_ns, opts.examples
@@ -48,6 +48,7 @@ def _profile(history: Any, run: Any) -> dict[str, float]:
         "divergence": lambda: checks.check_divergence(history, n),
         "hit_ratio": lambda: checks.check_hit_ratio(history),
         "latency": lambda: checks.check_latency(history),
+        "open_model_latency": lambda: open_model.check_open_model_latency(history),
         "history_complete": lambda: checks.check_history_complete(run, len(history)),
         "counter": lambda: contention.check_counter(history, tol, n),
         "stampede": lambda: contention.check_stampede(history, opts.stampede_guard == "lock", n),

@@ -1,4 +1,4 @@
-"""A synthetic op history in schema v1 (docs/history.md), for benchmarking the checks.
+"""A synthetic op history in schema v2 (docs/history.md), for benchmarking the checks.
 
     python bench/synthetic.py OUT_DIR --ops 10000000 --keys 100000 --seed 1 [--anomalies 100]
 
@@ -721,6 +721,7 @@ def write_history(
                 pa.array(version, pa.int64(), mask=version == NULL),
                 pa.array(value, pa.int64(), mask=value == NULL),
                 _strings(columns["source"][idx], SOURCES),
+                pa.nulls(len(idx), pa.int64()),  # t_intended: a closed-model run
             ],
             schema=SCHEMA,
         )
@@ -729,7 +730,7 @@ def write_history(
         os.replace(tmp, history / f"part-{part:05d}.parquet")
         parts += 1
     run = {
-        "schema_version": 1,
+        "schema_version": 2,
         "run_id": f"synthetic-{meta['ops']}-{meta['keys']}-seed{meta['seed']}",
         "started_ns": facts["started_ns"],
         "stopped_ns": facts["stopped_ns"],
@@ -780,7 +781,7 @@ def synthesize(out_dir: str | Path, ops: int, keys: int, seed: int, anomalies: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write a synthetic cachestorm op history (schema v1).")
+    parser = argparse.ArgumentParser(description="Write a synthetic cachestorm op history (schema v2).")
     parser.add_argument("out_dir")
     parser.add_argument("--ops", type=int, default=10_000_000, help="approximate number of rows")
     parser.add_argument("--keys", type=int, default=100_000)

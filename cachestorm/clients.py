@@ -154,6 +154,17 @@ class InstrumentedPG:
         _event(self.fire, "PG", "update", t0)
         return int(row[0])
 
+    def warm(self, connections: int, timeout: float = 30.0) -> None:
+        """Open ``connections`` (at most the pool's size) now and keep them open.
+
+        The pool otherwise opens connections one at a time as callers queue for them, which an
+        open-model run would count as its first second's operations starting late.
+        """
+        n = max(1, min(connections, self.pool.max_size))
+        if n > self.pool.min_size:
+            self.pool.resize(min_size=n, max_size=self.pool.max_size)
+        self.pool.wait(timeout=timeout)
+
     def close(self) -> None:
         self.pool.close()
 

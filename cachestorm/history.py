@@ -21,10 +21,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Column order of a recorded row; ``node`` is added by the collector, one value per batch.
-ROW_COLUMNS = ("process", "f", "key", "status", "t_invoke", "t_complete", "version", "value", "source")
+ROW_COLUMNS = (
+    "process",
+    "f",
+    "key",
+    "status",
+    "t_invoke",
+    "t_complete",
+    "version",
+    "value",
+    "source",
+    "t_intended",
+)
 
 SCHEMA = pa.schema(
     [
@@ -38,6 +49,7 @@ SCHEMA = pa.schema(
         ("version", pa.int64()),
         ("value", pa.int64()),
         ("source", pa.string()),
+        ("t_intended", pa.int64()),
     ]
 )
 
@@ -61,6 +73,8 @@ class Recorder:
         t0 = time.time_ns()
         version = ...  # do the operation
         recorder.record(process, "read", key, "ok", t0, time.time_ns(), version, None, "hit")
+
+    ``t_intended`` is given only by operations that run on a schedule (open-model runs, probes).
 
     On the hottest paths, ``recorder.append(row)`` takes the row as a tuple in :data:`ROW_COLUMNS`
     order and saves a call: it is the buffer's own ``list.append`` (or a no-op when disabled).
@@ -92,8 +106,9 @@ class Recorder:
         version: int | None = None,
         value: int | None = None,
         source: str | None = None,
+        t_intended: int | None = None,
     ) -> None:
-        self.append((process, f, key, status, t_invoke, t_complete, version, value, source))
+        self.append((process, f, key, status, t_invoke, t_complete, version, value, source, t_intended))
 
     def take(self) -> list[tuple[Any, ...]]:
         """Hand over every row recorded so far; the buffer (and ``append``) stay the same list."""
@@ -117,6 +132,8 @@ class Shipper:
     run_id: str
     clock_offset_ns: int = 0
     clock_uncertainty_ns: int = 0
+    # Time zero of this node's arrival schedule in an open-model run (0 otherwise), on the node's clock.
+    schedule_started_ns: int = 0
     batches: int = 0
     rows: int = 0
 
@@ -130,6 +147,7 @@ class Shipper:
             off = self.clock_offset_ns
             columns[4] = [t + off for t in columns[4]]
             columns[5] = [t + off for t in columns[5]]
+            columns[9] = [None if t is None else t + off for t in columns[9]]
         self.batches += 1
         self.rows += len(rows)
         self.send(MSG_BATCH, {"run": self.run_id, "node": self.node, "seq": self.batches, "columns": columns})
@@ -147,6 +165,9 @@ class Shipper:
                 "rows": self.rows,
                 "clock_offset_ns": self.clock_offset_ns,
                 "clock_uncertainty_ns": self.clock_uncertainty_ns,
+                "schedule_started_ns": (
+                    self.schedule_started_ns + self.clock_offset_ns if self.schedule_started_ns else None
+                ),
             },
         )
 
@@ -159,6 +180,7 @@ class NodeTally:
     final_rows: int | None = None
     clock_offset_ns: int = 0
     clock_uncertainty_ns: int = 0
+    schedule_started_ns: int | None = None
 
     def missing(self) -> list[int]:
         top = self.final_batches if self.final_batches is not None else max(self.seqs, default=0)
@@ -204,6 +226,8 @@ class Collector:
         tally.final_rows = int(data["rows"])
         tally.clock_offset_ns = int(data.get("clock_offset_ns", 0))
         tally.clock_uncertainty_ns = int(data.get("clock_uncertainty_ns", 0))
+        started = data.get("schedule_started_ns")
+        tally.schedule_started_ns = None if started is None else int(started)
 
     # Rows ---------------------------------------------------------------------------------------
     def add_rows(self, node: str, columns: Sequence[Sequence[Any]]) -> None:
@@ -260,6 +284,7 @@ class Collector:
                 "missing_rows": (tally.final_rows - tally.rows) if tally.final_rows is not None else None,
                 "clock_offset_ns": tally.clock_offset_ns,
                 "clock_uncertainty_ns": tally.clock_uncertainty_ns,
+                "schedule_started_ns": tally.schedule_started_ns,
             }
         run = {
             "schema_version": SCHEMA_VERSION,

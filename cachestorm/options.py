@@ -17,9 +17,12 @@ Usage, in a locustfile::
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from cachestorm.arrival import Schedule, default_users
 
 STRATEGIES = ("versioned", "versioned-cas", "cache-aside")
 SCENARIOS = ("coherence", "contention", "all")
@@ -247,6 +250,36 @@ def add_arguments(parser: Any) -> None:
         help="MemoryPressureUser: size of each value it writes.",
     )
     group.add_argument(
+        "--arrival-rate",
+        env_var="CACHESTORM_ARRIVAL_RATE",
+        default="",
+        help="Open model: start cache operations on a schedule at this many per second over the whole "
+        "run, not when the previous one ends, and record each one's intended start (t_intended). "
+        "A rate (500) or a ramp of SECONDS:RATE points (0:100,30:1000,90:1000). Empty: closed model.",
+    )
+    group.add_argument(
+        "--open-users",
+        env_var="CACHESTORM_OPEN_USERS",
+        type=int,
+        default=0,
+        help="Open model: cache users that share the arrivals (the OpenModel shape runs this many, plus "
+        "the listeners). 0: one per 20 operations a second of the peak rate, at least 10, at most 2000.",
+    )
+    group.add_argument(
+        "--probe-rate",
+        env_var="CACHESTORM_PROBE_RATE",
+        type=float,
+        default=1.0,
+        help="Fraction of ok writes re-read from the cache at each probe delay after they complete "
+        "(f=probe rows; the 'writes consistent within M' nines). 0: no probes.",
+    )
+    group.add_argument(
+        "--probe-delays",
+        env_var="CACHESTORM_PROBE_DELAYS",
+        default="100ms,1s,5s",
+        help="The delays M after a write's completion at which its probes read the cache.",
+    )
+    group.add_argument(
         "--history",
         env_var="CACHESTORM_HISTORY",
         choices=("on", "off"),
@@ -304,6 +337,10 @@ class Options:
     redis_maxmemory: str
     redis_eviction_policy: str
     request_events: str
+    arrival_rate: str
+    open_users: int
+    probe_rate: float
+    probe_delays: str
     verdict: bool
     drain_timeout: float
     run_id: str
@@ -330,10 +367,29 @@ class Options:
             redis_maxmemory=parsed.redis_maxmemory or "",
             redis_eviction_policy=parsed.redis_eviction_policy,
             request_events=parsed.request_events,
+            arrival_rate=parsed.arrival_rate or "",
+            open_users=int(parsed.open_users or 0),
+            probe_rate=float(parsed.probe_rate),
+            probe_delays=parsed.probe_delays or "",
             verdict=bool(parsed.verdict),
             drain_timeout=float(parsed.drain_timeout),
             run_id=parsed.run_id or "",
         )
+
+    def schedule(self) -> Schedule | None:
+        """The open-model arrival schedule, or ``None`` for a closed-model run."""
+        return Schedule(parse_schedule(self.arrival_rate)) if self.arrival_rate else None
+
+    def arrival_users(self) -> int:
+        """How many cache users share the open-model arrivals (``--open-users`` or automatic)."""
+        schedule = self.schedule()
+        if self.open_users or schedule is None:
+            return self.open_users
+        return default_users(schedule)
+
+    def probe_delays_s(self) -> tuple[float, ...]:
+        """The probe delays M, in seconds, ascending."""
+        return parse_durations(self.probe_delays)
 
     def problems(self) -> list[str]:
         """One line per invalid option value: which option, what is wrong, what to do."""
@@ -360,4 +416,84 @@ class Options:
             out.append(f"--redis-maxmemory is {self.redis_maxmemory!r}: use bytes or a size like 64mb.")
         if self.redis_pool_size < 1:
             out.append(f"--redis-pool-size is {self.redis_pool_size}: it must be at least 1.")
+        if self.open_users < 0:
+            out.append(f"--open-users is {self.open_users}: it must be 0 (automatic) or more.")
+        if not 0.0 <= self.probe_rate <= 1.0:
+            out.append(f"--probe-rate is {self.probe_rate}: it must be between 0 and 1.")
+        try:
+            parse_durations(self.probe_delays)
+        except ValueError as e:
+            out.append(f"--probe-delays is {self.probe_delays!r}: {e}")
+        if self.arrival_rate:
+            try:
+                parse_schedule(self.arrival_rate)
+            except ValueError as e:
+                out.append(f"--arrival-rate is {self.arrival_rate!r}: {e}")
         return out
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m)?")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``250ms``, ``1.5s``, ``2m``, or a bare number of seconds."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if m is None:
+        raise ValueError(f"{text.strip()!r} is not a duration; write it like 100ms, 1s or 2m")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def parse_durations(text: str) -> tuple[float, ...]:
+    """``100ms,1s,5s`` as seconds, ascending, each above 0; empty means none.
+
+    Example::
+
+        >>> parse_durations("1s,100ms")
+        (0.1, 1.0)
+    """
+    parts = [p for p in text.split(",") if p.strip()]
+    values = sorted({parse_duration(p) for p in parts})
+    if any(v <= 0 for v in values):
+        raise ValueError("every delay must be above 0; write them like 100ms,1s,5s")
+    return tuple(values)
+
+
+def parse_schedule(text: str) -> tuple[tuple[float, float], ...]:
+    """An arrival schedule as ``((seconds, rate), ...)`` points, linear between them.
+
+    ``500`` is a constant 500 operations per second, ``((0.0, 500.0),)``. ``0:100,30:1000,90:1000``
+    ramps from 100/s at 0 s to 1000/s at 30 s and holds it; the last rate holds until the test
+    stops. Times take the units of :func:`parse_duration` (``30s``, ``2m``).
+
+    Example::
+
+        >>> parse_schedule("0:100,30s:1000")
+        ((0.0, 100.0), (30.0, 1000.0))
+    """
+    hint = "write a rate like 500, or SECONDS:RATE points like 0:100,30:1000,90:1000"
+    text = text.strip()
+    if ":" not in text:
+        try:
+            rate = float(text)
+        except ValueError:
+            raise ValueError(f"not a rate; {hint}") from None
+        points: tuple[tuple[float, float], ...] = ((0.0, rate),)
+    else:
+        out = []
+        for part in text.split(","):
+            at, sep, rate_text = part.partition(":")
+            if not sep:
+                raise ValueError(f"{part.strip()!r} is not a SECONDS:RATE point; {hint}")
+            try:
+                out.append((parse_duration(at), float(rate_text)))
+            except ValueError:
+                raise ValueError(f"{part.strip()!r} is not a SECONDS:RATE point; {hint}") from None
+        points = tuple(out)
+        if points[0][0] != 0.0:
+            points = ((0.0, points[0][1]), *points)
+        if any(b[0] <= a[0] for a, b in itertools.pairwise(points)):
+            raise ValueError(f"the times must increase; {hint}")
+    if any(not (r >= 0.0) or r == float("inf") for _, r in points) or max(r for _, r in points) <= 0:
+        raise ValueError(f"rates must be finite, 0 or more, and not all 0; {hint}")
+    return points

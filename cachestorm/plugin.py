@@ -55,12 +55,13 @@ from locust.runners import (
 from cachestorm import schema
 from cachestorm.cache import CacheClient
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis
-from cachestorm.history import MSG_BATCH, MSG_END, Collector, Recorder, Shipper
+from cachestorm.history import MSG_BATCH, MSG_END, ROW_COLUMNS, Collector, Recorder, Shipper
 from cachestorm.options import Options
+from cachestorm.probes import Prober
 from cachestorm.request_stats import BatchedRequests
 from cachestorm.services import EmbeddedServices, ServiceError, check_pg, check_redis, check_ws, redact
+from cachestorm.strategies import held, parse
 from cachestorm.strategies import make as make_strategy
-from cachestorm.strategies import parse
 
 log = logging.getLogger("cachestorm")
 
@@ -127,6 +128,9 @@ class Worker:
     writes_paused: bool = False
     shipper: Shipper | None = None
     ship_greenlet: Any = None
+    prober: Prober | None = None
+    # Time zero of an open-model run's arrival schedule on this node (cachestorm.arrival).
+    schedule_start_ns: int = 0
     _processes: Any = field(default_factory=lambda: count(1))
     process_base: int = 0
 
@@ -154,13 +158,22 @@ class Worker:
         assert self.pg is not None
         # Rebuilt every run: the strategy and fill delay may have been changed in the web UI.
         strategy = make_strategy(o.strategy, self.r, o.ttl_ms)
-        self.cache = CacheClient(self.r, self.pg, strategy, self.recorder, o.fill_delay_ms)
+        # Probes only feed the history: with it off (a cost measurement), they would be load alone.
+        probe_rate = o.probe_rate if o.history else 0.0
+        self.prober = Prober(self.r, self.recorder, o.probe_delays_s(), probe_rate, self.new_process)
+        self.cache = CacheClient(self.r, self.pg, strategy, self.recorder, o.fill_delay_ms, self.prober)
+        if o.arrival_rate:
+            # Before any user starts, so that the schedule's first operations do not wait for them.
+            self.pg.warm(o.arrival_users())
+        self.schedule_start_ns = time.time_ns()
         self.ws_url = o.ws_url
         self.writes_paused = False
         self.recorder.enabled = o.history
         self.recorder.take()
         assert runner is not None
         self.shipper = Shipper(self.recorder, runner.send_message, self.node, o.run_id)
+        if o.arrival_rate:
+            self.shipper.schedule_started_ns = self.schedule_start_ns
         self.ship_greenlet = gevent.spawn(self._ship_loop, self.shipper)
         if isinstance(runner, WorkerRunner):
             runner.send_message(
@@ -188,6 +201,8 @@ class Worker:
         Asked again (a drain after a normal stop), it resends the count, which the collector takes
         idempotently: the first one may not have arrived.
         """
+        if self.prober is not None:
+            self.prober.stop()
         if self.ship_greenlet is not None:
             self.ship_greenlet.kill(block=True)
             self.ship_greenlet = None
@@ -469,6 +484,7 @@ def sample_redis_stats(o: Options, collector: Collector, node: str) -> None:
                         [None] * n,
                         list(values.values()),
                         [None] * n,
+                        [None] * n,
                     ],
                 )
             gevent.sleep(STATS_INTERVAL_S)
@@ -482,7 +498,7 @@ def sweep(o: Options, collector: Collector, node: str) -> None:
         db = conn.execute(schema.READ_ALL_VERSIONS).fetchall()
     r = redis.Redis.from_url(o.redis_url)
     t = time.time_ns()
-    cols: list[list[Any]] = [[] for _ in range(9)]
+    cols: list[list[Any]] = [[] for _ in ROW_COLUMNS]
     try:
         for start in range(0, len(db), 1000):
             chunk = db[start : start + 1000]
@@ -490,8 +506,9 @@ def sweep(o: Options, collector: Collector, node: str) -> None:
             raws: list[bytes | None] = r.mget(keys)  # type: ignore[assignment]
             for key, (_, db_version), raw in zip(keys, chunk, raws, strict=True):
                 entry, tomb = parse(raw)
-                source = "entry" if entry is not None else "tombstone" if tomb is not None else "absent"
-                row = (0, "sweep", key, "ok", t, t, entry if entry is not None else tomb, db_version, source)
+                source = held(entry, tomb)
+                cached = entry if entry is not None else tomb
+                row = (0, "sweep", key, "ok", t, t, cached, db_version, source, None)
                 for col, v in zip(cols, row, strict=True):
                     col.append(v)
     finally:

@@ -25,7 +25,9 @@ it got. They differ in what a fill and an invalidation may do:
     writer's commit and the cache updates happen in, a fill whose read may predate a commit finds
     its lease deleted. Eviction only deletes, so an evicted lease or tombstone makes a fill fail,
     never succeed wrongly: the price is a miss. While one reader holds a lease, other readers of
-    the key read the database without filling.
+    the key wait for its fill and read the cache again, as the paper's clients do
+    (:meth:`cachestorm.cache.CacheClient.read`): a reader that went to the database instead could
+    see a version committed but not yet invalidated, then the older cached one on its next read.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ENTRY = ord("v")
 TOMBSTONE = ord("t")
 LEASE_PREFIX = "cs:lease:"
 # Longer than any database read plus fill delay; a lease that outlives it only fails its fill.
+# It also bounds how long a reader without the lease waits for the holder's fill.
 LEASE_TTL_MS = 10_000
 
 
@@ -55,6 +58,11 @@ def parse(raw: bytes | None) -> tuple[int | None, int | None]:
     if raw[0] == TOMBSTONE:
         return None, int(raw[1:])
     raise ValueError(f"unrecognised cache value {raw[:40]!r}")
+
+
+def held(entry: int | None, tombstone: int | None) -> str:
+    """What :func:`parse` found, as the history's ``source`` of a sweep or probe row."""
+    return "entry" if entry is not None else "tombstone" if tombstone is not None else "absent"
 
 
 class Strategy(Protocol):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .open import OpenModel
 from .ramp import StepRamp
 from .soak import Soak
 from .spike import Spike
 from .stages import Stage, Stages, StagesError, load_stages
 
-__all__ = ["Soak", "Spike", "Stage", "Stages", "StagesError", "StepRamp", "load_stages"]
+__all__ = ["OpenModel", "Soak", "Spike", "Stage", "Stages", "StagesError", "StepRamp", "load_stages"]

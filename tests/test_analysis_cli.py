@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from analysis import __main__ as cli
 from analysis.__main__ import main
 from analysis.checks import CHECK_NAMES, NO_HISTORY
+from analysis.verdict import write_text_atomic
 from tests.histories import MS, clean_rows, row
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,3 +234,72 @@ def test_subprocess_exit_codes_and_table(tmp_path: Path) -> None:
     result = run_cli(str(tmp_path), "--json")
     assert result.returncode == 1
     assert json.loads(result.stdout)["failed"] == ["future_read"]
+
+
+def test_results_files_get_the_usual_mode_not_a_private_one(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "summary.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
+
+
+def anomalous(results: Path) -> None:
+    rows = [
+        *clean_rows(),
+        row("read", 40, 41, 0, process=3, source="hit"),  # stale: v1 completed at 10 ms
+        row("sweep", 50, 51, 2, key="cs:e:2", process=0, value=4, source="entry"),  # divergent
+        row("read", 60, 61, 0, process=4, key="cs:e:3", status="fail"),
+    ]
+    write_history(results, rows)
+    write_run(results)
+
+
+def test_chunks_give_the_same_verdict_and_thresholds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    for d in (whole, parts):
+        anomalous(d)
+    assert main([str(whole), "--chunks", "1"]) == 1
+    assert main([str(parts), "--chunks", "3"]) == 1
+    capsys.readouterr()
+    a, b = summary(whole), summary(parts)
+    violations = [{n: c["violations"] for n, c in x["checks"].items()} for x in (a, b)]
+    assert violations[0] == violations[1]
+    # Thresholds judged the same way, the history's success rate (a failed read) included.
+    assert a["thresholds"] == b["thresholds"]
+    assert b["thresholds"]["threshold:success_rate_min.history"]["figure"] < 1
+    assert a["nines"]["reads_fresh"]["bad"] == 1
+    assert b["nines"] == {"skipped": True, "reason": "checked in 3 partitions by key"}
+    assert any("3 partitions by key" in note for note in b["notes"])
+
+
+def test_auto_chunks_when_the_history_would_not_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    anomalous(tmp_path)
+    # Pretend 7 rows at 300 bytes need twice half of 2 kB of memory: the analysis must partition.
+    monkeypatch.setattr(cli.psutil, "virtual_memory", lambda: SimpleNamespace(available=2000))
+    assert main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "checking them in 4 partitions by key" in err
+    assert summary(tmp_path)["checks"]["stale_read"]["violations"] == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "available", "chunks"),
+    [(0, 10, 1), (10_000_000, 8 * 2**30, 1), (10_000_000, 2**30, 7), (10**12, 2**30, 254)],
+)
+def test_chunks_for(rows: int, available: int, chunks: int) -> None:
+    assert cli.chunks_for(rows, available) == chunks
+
+
+def test_bad_chunks_is_one_line(tmp_path: Path) -> None:
+    anomalous(tmp_path)
+    out = run_cli(str(tmp_path), "--chunks", "many")
+    assert out.returncode == 2
+    assert "--chunks is 'many': give auto or a number from 1 to 254" in out.stderr
+    assert "Traceback" not in out.stderr

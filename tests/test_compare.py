@@ -142,6 +142,70 @@ def test_unknown_duration_leaves_throughput_out() -> None:
     assert "throughput" in dict(result.not_compared)
 
 
+def open_model(corrected_p99: float, count: int = 1000) -> dict[str, Any]:
+    """An ``open_model_latency`` entry: read hits with the given corrected p99 (µs), no writes."""
+    hit = {"count": count, "late_over_1ms": 3, "early": 0}
+    for measure, scale in (("corrected", 1.0), ("uncorrected", 0.5), ("start_lag", 0.5)):
+        hit.update(
+            {
+                f"{measure}_p50_us": 100 * scale,
+                f"{measure}_p90_us": 300 * scale,
+                f"{measure}_p99_us": corrected_p99 * scale,
+                f"{measure}_p99_9_us": 2 * corrected_p99 * scale,
+                f"{measure}_max_us": 3 * corrected_p99 * scale,
+            }
+        )
+    write = {"count": 0, "corrected_p50_us": None, "corrected_p99_us": None}
+    return {
+        "passed": True,
+        "violations": 0,
+        "skipped": False,
+        "read_hit": hit,
+        "write": write,
+        "scheduled": count,
+        "scheduled_per_s": 100.0,
+    }
+
+
+CLOSED = {
+    "passed": True,
+    "violations": 0,
+    "skipped": True,
+    "reason": "closed-model run: no t_intended; latencies may hide coordinated omission",
+}
+
+
+def test_corrected_latency_is_compared_when_both_runs_have_it() -> None:
+    a, b = make_summary(), make_summary()
+    a["checks"]["open_model_latency"] = open_model(1000)
+    b["checks"]["open_model_latency"] = open_model(5000)
+    result = compare(a, b)
+    p99 = find(result.rows, "corrected latency", "read_hit", "p99")
+    assert (p99.a, p99.b, p99.unit, p99.verdict) == (1000.0, 5000.0, "us", REGRESSION)
+    assert find(result.rows, "corrected latency", "read_hit", "p50").verdict == WITHIN
+    assert find(result.rows, "corrected latency", "read_hit", "p99.9").verdict == REGRESSION
+    corrected = {r.metric for r in result.rows if r.section == "corrected latency"}
+    assert corrected == {"p50", "p90", "p99", "p99.9"}
+    assert not [r for r in result.rows if r.section == "corrected latency" and r.item == "write"]
+    # Uncorrected latency stays the latency check's: the same in both summaries, so within.
+    assert find(result.rows, "latency", "read_hit", "p99").verdict == WITHIN
+    assert find(compare(b, a).rows, "corrected latency", "read_hit", "p99").verdict == IMPROVEMENT
+
+
+def test_corrected_latency_of_a_closed_model_run_is_not_compared() -> None:
+    a, b = make_summary(), make_summary()
+    a["checks"]["open_model_latency"] = CLOSED
+    b["checks"]["open_model_latency"] = open_model(5000)
+    result = compare(a, b)
+    assert not [r for r in result.rows if r.section == "corrected latency"]
+    whats = dict(result.not_compared)
+    assert whats["open_model_latency"] == f"skipped: {CLOSED['reason']} in A"
+    assert [w for w, _ in result.not_compared].count("open_model_latency") == 1
+    # Summaries written before the check existed do not have it at all.
+    older = make_summary()
+    assert dict(compare(older, b).not_compared)["open_model_latency"] == "absent in A"
+
+
 # ---- the command line ---------------------------------------------------------------------------
 
 

@@ -453,7 +453,7 @@ def test_fifty_greenlets(services: ServiceURLs, mode: str) -> None:
     assert {(row[2], row[3], row[6], row[7], row[8]) for row in incrs} == {("cs:c:0", "ok", None, 1, mode)}
     assert len({row[0] for row in incrs}) == 50
     assert all(row[4] <= row[5] for row in incrs)
-    assert reads == [[0, "counter_read", "cs:c:0", "ok", reads[0][4], reads[0][5], None, final, None]]
+    assert reads == [[0, "counter_read", "cs:c:0", "ok", reads[0][4], reads[0][5], None, final, None, None]]
     if mode == "unsafe":
         assert final < 5000  # 5000 acknowledged increments, fewer in the counter: lost updates
     else:

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from analysis import load_history
+from analysis.chunked import run_checks_chunked
 from cachestorm import history
 from cachestorm.history import MSG_BATCH, MSG_END, Collector, Recorder, Shipper
 
@@ -24,7 +27,7 @@ def record_reads(rec: Recorder, n: int, process: int = 1) -> None:
         rec.record(process, "read", f"cs:e:{i}", "ok", 1000 + i, 2000 + i, i, None, "hit")
 
 
-def test_rows_reach_parquet_with_the_v1_schema(tmp_path: Path) -> None:
+def test_rows_reach_parquet_with_the_schema(tmp_path: Path) -> None:
     c = Collector(tmp_path / "run", "r1")
     rec = Recorder()
     s = Shipper(rec, wire(c), "local", "r1")
@@ -39,7 +42,7 @@ def test_rows_reach_parquet_with_the_v1_schema(tmp_path: Path) -> None:
     assert run["history_complete"] is True
     info = df[df.status == "info"].iloc[0]
     assert info.node == "local" and pd.isna(info.version) and info.t_complete == 9
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["schema_version"] == 1
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["schema_version"] == 2
 
 
 def test_a_lost_batch_makes_the_run_incomplete(tmp_path: Path) -> None:
@@ -94,12 +97,36 @@ def test_clock_offset_is_applied_on_the_way_out(tmp_path: Path) -> None:
     c = Collector(tmp_path / "run", "r1")
     rec = Recorder()
     s = Shipper(rec, wire(c), "remote", "r1", clock_offset_ns=-500, clock_uncertainty_ns=40)
+    s.schedule_started_ns = 800
     record_reads(rec, 1)
+    rec.record(2, "probe", "cs:e:1", "ok", 3000, 3100, 1, 1, "entry", t_intended=2900)
     s.end()
+    local = Shipper(rec, wire(c), "local", "r1")  # a closed-model node: no schedule
+    local.end()
     run = c.finalize({})
+    assert run["nodes"]["remote"]["schedule_started_ns"] == 300
+    assert run["nodes"]["local"]["schedule_started_ns"] is None
     df = pd.read_parquet(tmp_path / "run" / "history")
     assert (df.t_invoke.iloc[0], df.t_complete.iloc[0]) == (500, 1500)
+    # t_intended is on the same clock; a null stays null.
+    assert pd.isna(df.t_intended.iloc[0]) and df.t_intended.iloc[1] == 2400
     assert run["clock_uncertainty_ns"] == 40
+
+
+def test_a_schema_v1_history_loads_with_no_intended_times(tmp_path: Path) -> None:
+    c = Collector(tmp_path / "run", "r1")
+    rec = Recorder()
+    s = Shipper(rec, wire(c), "local", "r1")
+    record_reads(rec, 5)
+    s.end()
+    c.finalize({})
+    part = tmp_path / "run" / "history" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).drop(["t_intended"]), part)  # as schema v1 wrote it
+    loaded = load_history(tmp_path / "run")
+    assert len(loaded) == 5 and loaded["t_intended"].isna().all()
+    assert str(loaded["t_intended"].dtype) == "Int64"
+    result = run_checks_chunked(tmp_path / "run", n_chunks=2)
+    assert result.check("stale_read").figures["reads_checked"] == 5
 
 
 def test_parts_are_written_whole_as_rows_accumulate(tmp_path: Path, monkeypatch: Any) -> None:

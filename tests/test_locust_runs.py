@@ -51,6 +51,10 @@ def test_cache_aside_with_a_fill_delay_is_flagged(services: ServiceURLs, tmp_pat
     assert s["passed"] is False
     assert s["checks"]["stale_read"]["violations"] > 0
     assert s["checks"]["divergence"]["violations"] > 0
+    # The probes see it too: some writes were still shadowed by an older entry 100 ms later.
+    nines = s["nines"]
+    assert nines["method"] == "probe"
+    assert nines["writes_consistent"]["100ms"]["bad"] > 0
 
 
 def test_versioned_under_the_same_load_passes(services: ServiceURLs, tmp_path: Path) -> None:
@@ -71,6 +75,13 @@ def test_versioned_under_the_same_load_passes(services: ServiceURLs, tmp_path: P
     assert checks["hit_ratio"]["reads"] > 1000
     assert checks["hit_ratio"]["misses"] > 100
     assert checks["ws_delivery"]["expected"] > 100
+    # Every ok write was probed (--probe-rate 1 by default), and no probe found an older entry.
+    nines = s["nines"]
+    assert nines["method"] == "probe"
+    assert nines["probed_writes"] == nines["ok_writes"] > 100
+    for m in ("100ms", "1s"):
+        assert nines["writes_consistent"][m]["bad"] == 0, m
+        assert nines["writes_consistent"][m]["total"] >= 0.9 * nines["ok_writes"], m
 
 
 def announced_ports(log: str) -> set[int]:

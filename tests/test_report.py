@@ -38,7 +38,12 @@ HEADINGS = (
     "6. WebSocket commit-to-receive latency",
     "7. Stampedes and counter drift",
     "8. Consistency in nines",
-    "9. Coordinated omission",
+    "9. Latency, corrected for coordinated omission",
+)
+#: What a closed-loop run's report must say about its latencies.
+CLOSED_LOOP = (
+    "may hide coordinated omission (closed-loop run: each user starts its next operation only when "
+    "the previous one ends); run with --arrival-rate for corrected latency"
 )
 
 
@@ -191,12 +196,16 @@ def full_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def write_results(tmp_path: Path, rows: list[dict[str, Any]], extra_columns: bool = False) -> Path:
+def write_results(tmp_path: Path, rows: list[dict[str, Any]], t_intended: str | None = None) -> Path:
+    """A results dir; ``t_intended`` is ``"invoke"`` (every row due when it started), ``"null"`` (a
+    schema v2 column of nulls) or ``None`` (no such column, as in schema v1)."""
     results = tmp_path / "run"
     (results / "history").mkdir(parents=True)
     data = frame(rows)
-    if extra_columns:
+    if t_intended == "invoke":
         data["t_intended"] = data["t_invoke"]
+    elif t_intended == "null":
+        data["t_intended"] = pd.array([None] * len(data), dtype="Int64")
     data.to_parquet(results / "history" / "part-00000.parquet", index=False)
     run = {
         "schema_version": 1,
@@ -262,7 +271,13 @@ def test_cli_writes_a_self_contained_report(tmp_path: Path) -> None:
     assert "2 epochs with at least one load" in page and "max 3" in page
     assert "2 counters" in page and "Total drift -1" in page
     assert "distinct processes" in page  # no locust_stats_history.csv: the proxy is named
-    assert "no <code>t_intended</code> column" in page
+    # A closed-loop run: no read or write has a t_intended, so the caveat replaces corrected latency,
+    # and the latency section points at it.
+    omission = page.split('id="omission"', 1)[1]
+    assert CLOSED_LOOP in omission
+    assert "corrected (t_complete - t_intended)" not in page
+    latency = page.split('id="latency"', 1)[1].split("<h2", 1)[0]
+    assert CLOSED_LOOP in latency
 
     # Nines in the page and in summary.json match the hand-computed values.
     summary = json.loads((results / "summary.json").read_text())
@@ -272,7 +287,7 @@ def test_cli_writes_a_self_contained_report(tmp_path: Path) -> None:
     assert [summary["nines"]["writes_consistent"][m]["bad"] for m in ("100ms", "1s", "5s")] == [3, 2, 1]
     assert "could show at most 3.00 nines of reads fresh" in page
     assert f"<td>{math.log10(200):.2f}</td>" in page
-    assert "probe-based measurement" in page
+    assert "no probes were recorded" in page  # the history has no f=probe rows: reads stand in
 
 
 def test_report_says_no_data_when_rows_are_absent(tmp_path: Path) -> None:
@@ -304,11 +319,86 @@ def test_locust_user_count_is_used_when_present(tmp_path: Path) -> None:
 
 
 def test_t_intended_removes_the_coordinated_omission_warning(tmp_path: Path) -> None:
-    results = write_results(tmp_path, full_rows(), extra_columns=True)
+    results = write_results(tmp_path, full_rows(), t_intended="invoke")
     main([str(results), "--thresholds", "none"])
     page = (results / REPORT_FILE).read_text(encoding="utf-8")
-    assert "no <code>t_intended</code> column" not in page
-    assert "records t_intended" in page
+    assert CLOSED_LOOP not in page
+    assert "Open-model run" in page
+    # Every operation started when due: corrected and uncorrected rows of each table are equal.
+    section = page.split('id="omission"', 1)[1]
+    for group in ("read_hit", "read_miss", "write"):
+        table = section.split(f"<h3>{group}</h3>", 1)[1].split("</table>", 1)[0]
+        cells = re.findall(r'<td class="num">([^<]*)</td>', table)
+        assert len(cells) == 3 * 5, group  # three measures, p50 p90 p99 p99.9 max
+        assert cells[:5] == cells[5:10], group
+        assert cells[10:] == ["0"] * 5, group  # no start lag
+    assert len(png_images(page)) == 9  # the percentile spectrum too
+
+
+@pytest.mark.parametrize("column", [None, "null"])
+def test_closed_loop_note_with_or_without_the_column(tmp_path: Path, column: str | None) -> None:
+    # Probes carry a t_intended in every run: they do not make a run open-model.
+    rows = [row("read", 100 * i, 100 * i + 1, 0, key=f"cs:e:{i}", source="hit") for i in range(5)]
+    results = write_results(tmp_path, rows, t_intended=column)
+    probe = frame([row("probe", 50, 51, 0, key="cs:e:1", value=0, source="absent")])
+    probe["t_intended"] = pd.array([40 * MS], dtype="Int64")
+    probe.to_parquet(results / "history" / "part-00001.parquet", index=False)
+    main([str(results), "--thresholds", "none"])
+    page = (results / REPORT_FILE).read_text(encoding="utf-8")
+    assert CLOSED_LOOP in page.split('id="omission"', 1)[1]
+    assert "Open-model run" not in page
+
+
+def stalled_schedule(n: int, interval_ms: float, stall: tuple[float, float]) -> list[dict[str, Any]]:
+    """A client on a fixed schedule, one operation at a time, each taking 1 ms but stuck in ``stall``.
+
+    Writes every tenth operation, hits otherwise; the operations due during the stall start late.
+    """
+    rows, free = [], 0.0
+    for k in range(n):
+        due = k * interval_ms
+        start = max(due, free)
+        end = (stall[1] if stall[0] <= start < stall[1] else start) + 1.0
+        f, version, source = ("write", k // 10 + 1, None) if k % 10 == 0 else ("read", 0, "hit")
+        rows.append(
+            {**row(f, start, end, version, key=f"cs:e:{k}", source=source), "t_intended": round(due * MS)}
+        )
+        free = end
+    return rows
+
+
+def test_open_model_section_shows_the_stall(tmp_path: Path) -> None:
+    results = write_results(tmp_path, stalled_schedule(2000, 10.0, (5000.0, 6000.0)))
+    main([str(results), "--thresholds", "none"])
+    page = (results / REPORT_FILE).read_text(encoding="utf-8")
+    section = page.split('id="omission"', 1)[1]
+    assert ">9. Latency, corrected for coordinated omission</h2>" in page
+    assert CLOSED_LOOP not in page
+    table = section.split("<h3>read_hit</h3>", 1)[1].split("</table>", 1)[0]
+    assert "<th>p99.9</th>" in table and "<th>max</th>" in table
+    labels = re.findall(r"<tr><td>([^<]*)</td>", table)
+    assert labels == [
+        "uncorrected (t_complete - t_invoke)",
+        "corrected (t_complete - t_intended)",
+        "start lag (t_invoke - t_intended)",
+    ]
+    cells = [float(c) for c in re.findall(r'<td class="num">([^<]*)</td>', table)]
+    columns = ("p50", "p90", "p99", "p99.9", "max")
+    uncorrected = dict(zip(columns, cells[:5], strict=True))
+    corrected = dict(zip(columns, cells[5:10], strict=True))
+    # The operation caught in the stall was a write; every hit took 1 ms. But ~100 of the 1800 hits
+    # were due during the 1 s stall and waited for it: the corrected p99 is of the stall's order.
+    assert uncorrected["max"] <= 1_100
+    assert corrected["p99"] >= 500_000 and corrected["max"] >= 900_000
+    assert "<h3>write</h3>" in section and "<h3>read_miss</h3>" not in section
+    images = png_images(section)
+    assert len(images) == 1
+    assert_valid_png(images[0])
+    assert "1/(1 - percentile)" in section
+    assert "The schedule asked for 100.0 operations/s" in section
+    # The verdict table names the check as reported only, with both p99s.
+    verdict = page.split("<h3>Checks</h3>", 1)[1].split("</table>", 1)[0]
+    assert "<td>open_model_latency</td>" in verdict and "us corrected" in verdict
 
 
 def test_report_on_a_million_rows_takes_seconds() -> None:

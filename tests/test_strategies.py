@@ -100,7 +100,7 @@ def test_one_lease_at_a_time(r: InstrumentedRedis) -> None:
     v = Versioned(r)
     first = v.lease(KEY)
     assert first is not None
-    assert v.lease(KEY) is None  # a second reader reads the database without filling
+    assert v.lease(KEY) is None  # a second reader waits for the holder's fill
     assert v.fill(KEY, 1, "p", first) is True
     assert v.lease(KEY) is not None  # the fill gave the lease back
 

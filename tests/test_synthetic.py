@@ -24,14 +24,14 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, synthesize(out, ops=100_000, keys=2_000, seed=7, anomalies=25)
 
 
-def test_schema_is_exactly_v1(small: tuple[Path, dict]) -> None:
+def test_schema_is_exactly_the_recorders(small: tuple[Path, dict]) -> None:
     out, report = small
     parts = sorted((out / "history").glob("part-*.parquet"))
     assert parts
     for part in parts:
         assert pq.read_schema(part).remove_metadata().equals(SCHEMA)
     run = json.loads((out / "run.json").read_text())
-    assert run["schema_version"] == 1 and run["history_complete"] is True
+    assert run["schema_version"] == 2 and run["history_complete"] is True
     assert run["rows"] == report["rows"] == sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     assert sum(node["rows"] for node in run["nodes"].values()) == run["rows"]
     assert 90_000 < run["rows"] < 110_000
