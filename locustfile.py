@@ -17,7 +17,7 @@ from typing import Any
 from locust import events
 
 from cachestorm import options, plugin
-from shapes import OpenModel, Soak, Spike, Stages, StagesError, StepRamp, load_stages
+from shapes import OpenModel, Soak, Spike, Stages, StagesError, StepRamp, load_stages, open_model_problem
 from users import (
     CacheReader,
     CacheWriter,
@@ -59,23 +59,23 @@ def choose_shape(environment: Any) -> None:
     """``--shape NAME``; by default OpenModel with ``--arrival-rate``, else StepRamp (Locust would
     take whichever shape it found first)."""
     parsed = environment.parsed_options
-    open_model = bool(parsed.arrival_rate)
-    name = parsed.shape or ("OpenModel" if open_model else "StepRamp")
+    name = parsed.shape or ("OpenModel" if parsed.arrival_rate else "StepRamp")
     shapes = environment.available_shape_classes or {}
     if name not in shapes:
         plugin.fatal(f"--shape is {name!r}: use one of {', '.join(sorted(shapes))}.")
-    if open_model and name != "OpenModel":
-        plugin.fatal(
-            f"--shape is {name!r} but --arrival-rate sets the load: "
-            "drop --shape (OpenModel runs the schedule)."
-        )
-    if open_model and parsed.scenario != "coherence":
-        plugin.fatal(
-            f"--scenario is {parsed.scenario!r} but --arrival-rate drives the coherence workload only: "
-            "use --scenario coherence."
-        )
+    problem = open_model_problem(parsed, name)
+    if problem is not None:
+        plugin.fatal(problem)
     environment.shape_class = shapes[name]
     environment.shape_class.runner = environment.runner
+
+
+def run_shape_problem(environment: Any) -> str | None:
+    """At each test start: the web UI may have set a rate, or picked a shape, since start-up."""
+    shape = environment.shape_class
+    # "Default" is what the web UI's picker calls running without a shape.
+    name = type(shape).__name__ if shape is not None else "Default"
+    return open_model_problem(environment.parsed_options, name)
 
 
 @events.init.add_listener
@@ -94,7 +94,7 @@ def _register(environment: Any, **_kwargs: Any) -> None:
             load_stages(parsed.stages, list(environment.available_user_classes or {}))
         except StagesError as e:
             plugin.fatal(str(e))
-    plugin.register(environment)
+    plugin.register(environment, run_rules=[run_shape_problem])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -273,11 +274,11 @@ class Master:
         self.options = Options.from_parsed(parsed)
         self.urls = (parsed.redis_url, parsed.pg_dsn, parsed.ws_url)
 
-    def adopt_urls(self) -> bool:
+    def adopt_urls(self) -> str | None:
         """Take the URLs of a run started from the web UI, whose form posts every field.
 
-        A blank field keeps the session's service; a new URL is checked first. Returns False, after
-        one error line, when a new URL does not work: the run must not start against it.
+        A blank field keeps the session's service; a new URL is checked first. Returns what is
+        wrong, in one line, when a new URL does not work: the run must not start against it.
         """
         parsed = self.environment.parsed_options
         assert parsed is not None
@@ -291,20 +292,15 @@ class Master:
                 with psycopg.connect(wanted[1], autocommit=True) as conn:
                     schema.install(conn)
             except ServiceError as e:
-                log.error("cachestorm: %s The run is stopped.", e)
                 parsed.redis_url, parsed.pg_dsn, parsed.ws_url = self.urls
-                return False
+                return str(e)
             self.urls = (wanted[0], wanted[1], wanted[2])
         parsed.redis_url, parsed.pg_dsn, parsed.ws_url = self.urls
-        return True
+        return None
 
     def start_run(self) -> None:
         parsed = self.environment.parsed_options
         assert parsed is not None
-        if not self.adopt_urls():
-            runner = self.environment.runner
-            assert runner is not None
-            gevent.spawn(runner.stop)
         run_id = self.first_run_id or new_run_id()
         self.first_run_id = ""
         parsed.run_id = run_id
@@ -516,19 +512,56 @@ def sweep(o: Options, collector: Collector, node: str) -> None:
     collector.add_rows(node, cols)
 
 
+RunRule = Callable[[Environment], "str | None"]
+"""A check of a run's settings at its start: what is wrong, in one line, or None."""
+
+
 @dataclass
 class Plugin:
     environment: Environment
     worker: Worker | None
     master: Master | None
+    # Checked on the master (or local runner) at each test start, beside the options' own checks.
+    run_rules: Sequence[RunRule] = ()
+    # The current run was refused at its start: nothing was reset or recorded, and users stop.
+    refused: bool = False
 
     def on_test_start(self, **_kw: Any) -> None:
+        problem = self.run_problem()
+        self.refused = problem is not None
+        if problem is not None:
+            log.error("cachestorm: %s The run is stopped.", problem)
+            runner = self.environment.runner
+            if runner is not None and not isinstance(runner, WorkerRunner):
+                gevent.spawn(runner.stop)
+            return
         if self.master is not None:
             self.master.start_run()
         if self.worker is not None:
             self.worker.start_run()
 
+    def run_problem(self) -> str | None:
+        """Why this run must not start, in one line, or None.
+
+        Start-up checks see the command line only; a run started from the web UI takes the form's
+        values, so each run is checked again here. The shape lives on the master, so the rules
+        (``run_rules``) and the service URLs are checked there; a worker checks option values.
+        """
+        parsed = self.environment.parsed_options
+        problems = Options.from_parsed(parsed).problems()
+        if problems:
+            return problems[0]
+        if self.master is None:
+            return None
+        for rule in self.run_rules:
+            problem = rule(self.environment)
+            if problem is not None:
+                return problem
+        return self.master.adopt_urls()
+
     def on_test_stop(self, **_kw: Any) -> None:
+        if self.refused:
+            return  # nothing was started, so there is nothing to ship or close
         # Order matters on a local runner: the node ships its last rows before the run is closed.
         if self.worker is not None:
             self.worker.end_run()
@@ -586,8 +619,12 @@ def route_signals(environment: Environment) -> None:
     gevent.signal_handler(signal.SIGTERM, on_sigterm)
 
 
-def register(environment: Environment) -> Plugin:
-    """Attach cachestorm to ``environment``; call it from the ``init`` event."""
+def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Plugin:
+    """Attach cachestorm to ``environment``; call it from the ``init`` event.
+
+    ``run_rules`` are checked at each test start on the master; a run that breaks one is stopped
+    with its line in the log (see :meth:`Plugin.run_problem`).
+    """
     runner = environment.runner
     parsed = environment.parsed_options
     if parsed is None:
@@ -609,7 +646,7 @@ def register(environment: Environment) -> Plugin:
         if isinstance(runner, LocalRunner | WorkerRunner)
         else None
     )
-    plugin = Plugin(environment, worker, master)
+    plugin = Plugin(environment, worker, master, run_rules)
     route_signals(environment)
     if master is not None:
         master.first_run_id = o.run_id
@@ -659,8 +696,15 @@ def register(environment: Environment) -> Plugin:
 
 
 def node_worker(environment: Environment) -> Worker:
-    """The user-running side of this node, for user classes."""
+    """The user-running side of this node, for user classes' ``on_start``.
+
+    In a run refused at its start, it ends the calling user instead (its ``on_stop`` still runs).
+    """
     plugin: Plugin | None = getattr(environment, "cachestorm", None)
     if plugin is None or plugin.worker is None:
         raise RuntimeError("cachestorm.plugin.register(environment) was not called in the init event")
+    if plugin.refused:
+        # The run was refused at its start and is being stopped. Leave as a kill would: Locust
+        # logs a StopUser raised in on_start with its traceback, once per user.
+        raise gevent.GreenletExit()
     return plugin.worker

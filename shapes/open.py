@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from cachestorm.options import Options
 
 from .quiesce import QuiescingShape, Tick
 
 log = logging.getLogger("cachestorm")
+
+
+def open_model_problem(parsed: Any, shape_name: str) -> str | None:
+    """Why ``--arrival-rate``, ``--scenario`` and the shape named ``shape_name`` cannot run
+    together, in one line, or ``None`` when they can.
+
+    The arrival rate sets the load only under OpenModel, and OpenModel has nothing to run without
+    a rate. The locustfile checks this once at start-up (the command line) and again at each test
+    start (a run from the web UI takes the form's values and the shape picked there)::
+
+        open_model_problem(environment.parsed_options, "StepRamp")
+    """
+    rate = getattr(parsed, "arrival_rate", "")
+    if rate and shape_name != "OpenModel":
+        return (
+            f"--shape is {shape_name!r} but --arrival-rate sets the load: use the OpenModel shape "
+            "(chosen by default with --arrival-rate; in the web UI, picked with --class-picker)."
+        )
+    if not rate and shape_name == "OpenModel":
+        return "--shape is 'OpenModel' but --arrival-rate is not set: give a rate, like --arrival-rate 500."
+    scenario = getattr(parsed, "scenario", "coherence")
+    if rate and scenario != "coherence":
+        return (
+            f"--scenario is {scenario!r} but --arrival-rate drives the coherence workload only: "
+            "use --scenario coherence."
+        )
+    return None
 
 
 class OpenModel(QuiescingShape):
@@ -33,9 +61,10 @@ class OpenModel(QuiescingShape):
     def tick(self) -> Tick | None:
         parsed = self._options()
         if parsed is None or not getattr(parsed, "arrival_rate", ""):
-            # Chosen in the web UI's picker without a rate: nothing to schedule.
+            # Picked in the web UI without a rate: nothing to schedule. Locust asks for a tick
+            # before it starts the test, so this refusal comes before any user or reset.
             if not self._warned:
-                log.warning("cachestorm: the OpenModel shape needs --arrival-rate; stopping the test")
+                log.error("cachestorm: %s The run is stopped.", open_model_problem(parsed, "OpenModel"))
                 self._warned = True
             return None
         o = Options.from_parsed(parsed)

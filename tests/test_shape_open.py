@@ -9,7 +9,7 @@ from locust.argument_parser import get_empty_argument_parser
 
 from cachestorm import options
 from cachestorm.plugin import MSG_PAUSE_WRITES
-from shapes import OpenModel
+from shapes import OpenModel, open_model_problem
 from tests.test_shapes_more import attach, users
 
 
@@ -50,3 +50,26 @@ def test_without_a_rate_it_stops_at_once(monkeypatch: pytest.MonkeyPatch) -> Non
     shape = OpenModel()
     clock, _ = attach(shape, monkeypatch, parsed())
     assert users(shape, clock, [0]) == {0: None}
+
+
+@pytest.mark.parametrize(
+    ("args", "shape", "problem"),
+    [
+        (["--arrival-rate", "100"], "OpenModel", None),
+        ([], "StepRamp", None),
+        (["--arrival-rate", "100"], "StepRamp", "--shape is 'StepRamp' but --arrival-rate sets the load"),
+        (["--arrival-rate", "100"], "Default", "--shape is 'Default' but --arrival-rate sets the load"),
+        ([], "OpenModel", "--shape is 'OpenModel' but --arrival-rate is not set"),
+    ],
+)
+def test_which_shapes_an_arrival_rate_goes_with(args: list[str], shape: str, problem: str | None) -> None:
+    o = parsed(*args)
+    o.scenario = "coherence"
+    found = open_model_problem(o, shape)
+    assert found == problem if problem is None else (found or "").startswith(problem)
+
+
+def test_an_arrival_rate_drives_the_coherence_scenario_only() -> None:
+    o = parsed("--arrival-rate", "100")
+    o.scenario = "contention"
+    assert (open_model_problem(o, "OpenModel") or "").startswith("--scenario is 'contention'")

@@ -29,6 +29,7 @@ class WebSocketListener(User):
     wait_time = constant(0)
     # Seconds of listening per task, between two reads of the local copy.
     listen_s = 0.5
+    ws: InstrumentedWebSocket | None = None
 
     def on_start(self) -> None:
         self.node = node_worker(self.environment)
@@ -36,7 +37,6 @@ class WebSocketListener(User):
         self.local: dict[str, int] = {}
         self.known: list[str] = []
         self.rng = random.Random()
-        self.ws: InstrumentedWebSocket | None = None
         self._open()
 
     def _open(self) -> None:
