@@ -103,7 +103,12 @@ def test_a_stall_shows_in_corrected_latency_only(services: ServiceURLs, tmp_path
     )
     r = redis.Redis.from_url(services.redis_url)
     try:
-        time.sleep(4.5)  # about 1 s of startup, then 3.5 s of steady load
+        # The run's directory appears when the test starts; how long Locust takes to get there
+        # depends on the machine's load, so wait for it, then give the schedule 3 s of steady load.
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "stall").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(3.0)
         paused = time.time_ns()
         r.execute_command("CLIENT", "PAUSE", 1000, "ALL")
         _, stderr = proc.communicate(timeout=120)
