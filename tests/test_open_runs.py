@@ -92,6 +92,31 @@ def test_an_open_model_run_follows_its_schedule(services: ServiceURLs, tmp_path:
     assert hit["corrected_p50_us"] >= hit["uncorrected_p50_us"]
 
 
+def test_two_workers_share_one_schedule(services: ServiceURLs, tmp_path: Path) -> None:
+    """With --processes 2 each worker's users take their share of the arrivals: together they follow
+    the schedule once, not once per worker, and every node records its own time zero."""
+    rate = "200"
+    args = [*open_args(tmp_path, "two", rate, hold=6), "--processes", "2", *urls(services)]
+    out = run_locust(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    workers = {n: v for n, v in run["nodes"].items() if n != "master"}
+    assert len(workers) == 2 and run["history_complete"] is True
+    zeros = {n: v["schedule_started_ns"] for n, v in workers.items()}
+    assert all(z is not None and z > run["started_ns"] for z in zeros.values()), zeros
+    history = load_history(tmp_path / "two")
+    ops = history.loc[history["f"].isin(["read", "write"])]
+    assert set(ops["node"]) == set(workers)
+    # Counted from the later of the two time zeros, seconds 1 to 5 of the 200/s hold: 800 arrivals
+    # in all, however the two workers' users split them.
+    start = max(zeros.values())
+    intended = ops["t_intended"].to_numpy(dtype="int64")
+    due = int(((intended >= start + 1 * NS) & (intended < start + 5 * NS)).sum())
+    assert due == pytest.approx(800, rel=0.15), due
+    per_node = ops.groupby("node", observed=True).size()
+    assert per_node.min() > 0.25 * per_node.sum(), per_node.to_dict()
+
+
 def test_a_stall_shows_in_corrected_latency_only(services: ServiceURLs, tmp_path: Path) -> None:
     args = [*open_args(tmp_path, "stall", "200", hold=7), *urls(services)]
     proc = subprocess.Popen(
