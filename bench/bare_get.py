@@ -13,10 +13,14 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 import redis  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from cachestorm import keys  # noqa: E402
 from cachestorm.schema import entity_key  # noqa: E402
