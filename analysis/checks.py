@@ -58,6 +58,7 @@ CHECK_NAMES = (
     "latency",
     "open_model_latency",
     "history_complete",
+    "generator_cpu",
     "counter",
     "stampede",
     "tx_atomicity",
@@ -984,6 +985,56 @@ def check_history_complete(run: dict[str, Any] | None, rows_loaded: int | None =
     return CheckResult(name, passed=complete, violations=violations, figures=figures)
 
 
+def check_generator_cpu(run: dict[str, Any] | None) -> CheckResult:
+    """How busy the load generator was: each node's CPU samples, per ``run.json``. Never fails.
+
+    Each Locust process samples its own CPU use once a second (percent of one core). A process at
+    90% or more (``busy_percent``, Locust's own warning level) makes its users' greenlets queue for
+    the event loop, so the latencies it measures in those seconds include its own wait: the
+    figures describe the generator as much as the system. :func:`generator_note` words that for
+    the verdict. Skipped for runs from before the samples were recorded.
+
+    Example::
+
+        check_generator_cpu(load_run(results)).figures["busy_seconds"]
+    """
+    name = "generator_cpu"
+    if run is None:
+        return CheckResult.skip(name, NO_RUN_NOTE)
+    nodes = run.get("nodes")
+    per_node = {
+        str(node): info["cpu_percent"]
+        for node, info in (nodes.items() if isinstance(nodes, dict) else ())
+        if isinstance(info, dict) and isinstance(info.get("cpu_percent"), dict)
+    }
+    if not per_node:
+        return CheckResult.skip(name, "run.json has no CPU samples of the load generator")
+    busy = {n: c["busy_samples"] * c["interval_s"] for n, c in per_node.items() if c.get("busy_samples")}
+    figures: dict[str, Any] = {
+        "nodes": len(per_node),
+        "max_percent": max(c["max"] for c in per_node.values()),
+        "median_percent": max(c["median"] for c in per_node.values()),
+        "busy_percent": next(iter(per_node.values())).get("busy_percent"),
+        "busy_seconds": sum(busy.values()),
+        "busy_nodes": sorted(busy),
+        "per_node": per_node,
+    }
+    return CheckResult(name, passed=True, figures=figures)
+
+
+def generator_note(result: CheckResult) -> str | None:
+    """The verdict's note when the load generator was busy (:func:`check_generator_cpu`), else None."""
+    if result.skipped or not result.figures.get("busy_seconds"):
+        return None
+    f = result.figures
+    nodes = ", ".join(f["busy_nodes"])
+    return (
+        f"the load generator was busy: {nodes} at {f['busy_percent']:g}% CPU or more for "
+        f"{f['busy_seconds']:g} s (max {f['max_percent']:g}%); latencies measured then include the "
+        "generator's own queueing. Spread the users over more processes (--processes) or machines."
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Composition
 
@@ -1013,8 +1064,9 @@ def run_checks(
         notes.append(NO_RUN_NOTE)
     if history is None:
         notes.append(f"{NO_HISTORY}: only Locust's figures are reported")
-        checks = [CheckResult.skip(c, NO_HISTORY) for c in CHECK_NAMES if c != "history_complete"]
-        checks.insert(CHECK_NAMES.index("history_complete"), check_history_complete(run, None))
+        checks = [CheckResult.skip(c, NO_HISTORY) for c in CHECK_NAMES]
+        checks[CHECK_NAMES.index("history_complete")] = check_history_complete(run, None)
+        checks[CHECK_NAMES.index("generator_cpu")] = check_generator_cpu(run)
     else:
         tol = options.tolerance_ns
         with sharing(history) as h:
@@ -1028,6 +1080,7 @@ def run_checks(
                 check_latency(h),
                 check_open_model_latency(h),
                 check_history_complete(run, len(h)),
+                check_generator_cpu(run),
                 contention.check_counter(h, tol, n),
                 contention.check_stampede(h, options.stampede_guard == "lock", n),
                 contention.check_tx_atomicity(h, n),
@@ -1040,6 +1093,9 @@ def run_checks(
         if thresholds is not None
         else []
     )
+    busy = generator_note(checks[CHECK_NAMES.index("generator_cpu")])
+    if busy is not None:
+        notes.append(busy)
     summary_options = options.to_dict()
     summary_options["thresholds"] = thresholds.source if thresholds is not None else None
     return Verdict(

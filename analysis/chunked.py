@@ -392,8 +392,12 @@ def run_checks_chunked(
         "ws_delivery": ws,
         "invalidation_latency": invalidation,
         "history_complete": checks.check_history_complete(run, source.rows),
+        "generator_cpu": checks.check_generator_cpu(run),
     }
     notes = [] if run is not None else [checks.NO_RUN_NOTE]
+    busy = checks.generator_note(by_name["generator_cpu"])
+    if busy is not None:
+        notes.append(busy)
     summary_options = options.to_dict()
     summary_options["thresholds"] = None
     summary_options["chunks"] = n_chunks

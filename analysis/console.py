@@ -32,6 +32,7 @@ KEY_FIGURES: dict[str, tuple[str, ...]] = {
     "latency": (),
     OPEN_MODEL: ("scheduled", "scheduled_per_s", "achieved_per_s"),
     "history_complete": ("rows_loaded", "rows_reported", "missing_batch_count"),
+    "generator_cpu": ("nodes", "median_percent", "max_percent", "busy_seconds"),
     "counter": (
         "reads_checked",
         "increments_ok",

@@ -44,6 +44,7 @@ KEY_FIGURE: dict[str, tuple[str, ...]] = {
     "divergence": ("divergent", "keys_swept"),
     "hit_ratio": ("ratio",),
     "history_complete": ("missing_batch_count",),
+    "generator_cpu": ("busy_seconds", "max_percent"),
     "counter": ("lost_updates", "above_upper_bound"),
     "stampede": ("max_loads_per_epoch", "multi_load_epochs"),
     "tx_atomicity": ("nonzero_sums", "max_abs_sum"),
@@ -51,7 +52,7 @@ KEY_FIGURE: dict[str, tuple[str, ...]] = {
     "invalidation_latency": ("p95_ms", "count"),
     "eviction": ("stale_during_eviction", "evictions"),
 }
-REPORTED_ONLY = ("hit_ratio", "latency", open_model.NAME, "invalidation_latency")
+REPORTED_ONLY = ("hit_ratio", "latency", open_model.NAME, "invalidation_latency", "generator_cpu")
 MAX_BARS = 60
 #: Rows whose duration is not a latency worth plotting: bookkeeping, and the WebSocket listener's
 #: connection events and local reads (its notification latency has its own section).

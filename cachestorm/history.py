@@ -134,6 +134,9 @@ class Shipper:
     clock_uncertainty_ns: int = 0
     # Time zero of this node's arrival schedule in an open-model run (0 otherwise), on the node's clock.
     schedule_started_ns: int = 0
+    # This process's CPU use (percent of one core), sampled once per ship: see cpu_summary().
+    cpu_samples: list[float] = field(default_factory=list)
+    cpu_interval_s: float = 1.0
     batches: int = 0
     rows: int = 0
 
@@ -168,8 +171,35 @@ class Shipper:
                 "schedule_started_ns": (
                     self.schedule_started_ns + self.clock_offset_ns if self.schedule_started_ns else None
                 ),
+                "cpu_percent": cpu_summary(self.cpu_samples, self.cpu_interval_s),
             },
         )
+
+
+BUSY_CPU_PERCENT = 90.0
+"""A Locust process above this share of one core is busy: Locust warns at the same level, since its
+users' greenlets then wait for the loop and the latencies it measures include that wait."""
+
+
+def cpu_summary(samples: Sequence[float], interval_s: float = 1.0) -> dict[str, Any] | None:
+    """A node's CPU samples (percent of one core, one per ``interval_s``) as run.json keeps them.
+
+    Example::
+
+        cpu_summary([35.0, 97.0, 99.5])
+        # {"interval_s": 1.0, "samples": 3, "median": 97.0, "max": 99.5, "busy_samples": 2, ...}
+    """
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return {
+        "interval_s": interval_s,
+        "samples": len(ordered),
+        "median": round(ordered[len(ordered) // 2], 1),
+        "max": round(ordered[-1], 1),
+        "busy_percent": BUSY_CPU_PERCENT,
+        "busy_samples": sum(1 for v in ordered if v >= BUSY_CPU_PERCENT),
+    }
 
 
 @dataclass
@@ -181,6 +211,7 @@ class NodeTally:
     clock_offset_ns: int = 0
     clock_uncertainty_ns: int = 0
     schedule_started_ns: int | None = None
+    cpu_percent: dict[str, Any] | None = None
 
     def missing(self) -> list[int]:
         top = self.final_batches if self.final_batches is not None else max(self.seqs, default=0)
@@ -228,6 +259,7 @@ class Collector:
         tally.clock_uncertainty_ns = int(data.get("clock_uncertainty_ns", 0))
         started = data.get("schedule_started_ns")
         tally.schedule_started_ns = None if started is None else int(started)
+        tally.cpu_percent = data.get("cpu_percent")
 
     # Rows ---------------------------------------------------------------------------------------
     def add_rows(self, node: str, columns: Sequence[Sequence[Any]]) -> None:
@@ -285,6 +317,7 @@ class Collector:
                 "clock_offset_ns": tally.clock_offset_ns,
                 "clock_uncertainty_ns": tally.clock_uncertainty_ns,
                 "schedule_started_ns": tally.schedule_started_ns,
+                "cpu_percent": tally.cpu_percent,
             }
         run = {
             "schema_version": SCHEMA_VERSION,

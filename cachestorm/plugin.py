@@ -173,6 +173,7 @@ class Worker:
         self.recorder.take()
         assert runner is not None
         self.shipper = Shipper(self.recorder, runner.send_message, self.node, o.run_id)
+        self.shipper.cpu_interval_s = SHIP_INTERVAL_S
         if o.arrival_rate:
             self.shipper.schedule_started_ns = self.schedule_start_ns
         self.ship_greenlet = gevent.spawn(self._ship_loop, self.shipper)
@@ -192,9 +193,13 @@ class Worker:
         self.shipper.clock_uncertainty_ns = rtt // 2
 
     def _ship_loop(self, shipper: Shipper) -> None:
+        process = psutil.Process()
+        process.cpu_percent()  # the first call starts the measurement and returns 0
         while True:
             gevent.sleep(SHIP_INTERVAL_S)
             shipper.ship()
+            # Whether this process kept up with its users: the analysis warns when it did not.
+            shipper.cpu_samples.append(process.cpu_percent())
 
     def end_run(self) -> None:
         """Users have stopped: ship the last rows and the final count.

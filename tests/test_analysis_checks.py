@@ -18,6 +18,7 @@ from analysis import (
     Options,
     check_divergence,
     check_future_read,
+    check_generator_cpu,
     check_history_complete,
     check_hit_ratio,
     check_latency,
@@ -27,7 +28,8 @@ from analysis import (
     normalise,
     run_checks,
 )
-from analysis.checks import NO_HISTORY
+from analysis.checks import NO_HISTORY, generator_note
+from cachestorm.history import cpu_summary
 from tests.histories import MS, history, op
 
 S = 1_000_000_000
@@ -446,8 +448,35 @@ def test_run_checks_without_history_skips_history_checks() -> None:
     assert v.passed
     for c in v.checks:
         assert c.skipped
-        if c.name != "history_complete":
+        if c.name not in ("history_complete", "generator_cpu"):  # these two read run.json
             assert c.reason == NO_HISTORY
+
+
+def cpu_run(**nodes: list[float]) -> dict[str, object]:
+    """A run.json whose nodes sampled these CPU figures, one a second."""
+    return {"nodes": {n: {"rows": 1, "cpu_percent": cpu_summary(v)} for n, v in nodes.items()}}
+
+
+def test_a_busy_generator_is_reported_and_noted_but_never_fails() -> None:
+    # The positive control: a process at 90% or more for 3 of its samples.
+    busy = check_generator_cpu(cpu_run(w1=[40.0, 95.0, 99.0, 100.0, 60.0], w2=[30.0, 35.0]))
+    assert busy.passed and not busy.skipped
+    assert busy.figures["busy_seconds"] == 3 and busy.figures["busy_nodes"] == ["w1"]
+    assert busy.figures["max_percent"] == 100.0 and busy.figures["nodes"] == 2
+    note = generator_note(busy)
+    assert note is not None and "w1" in note and "3 s" in note and "--processes" in note
+    # A generator that kept up: the same figures, no note.
+    calm = check_generator_cpu(cpu_run(local=[40.0, 89.9, 20.0]))
+    assert calm.passed and calm.figures["busy_seconds"] == 0 and generator_note(calm) is None
+    # run_checks carries the note into the verdict, with or without a history.
+    assert any("load generator was busy" in n for n in run_checks(None, cpu_run(w1=[99.0])).notes)
+    assert not any("load generator" in n for n in run_checks(None, cpu_run(w1=[9.0])).notes)
+
+
+def test_generator_cpu_is_skipped_for_runs_without_samples() -> None:
+    assert check_generator_cpu(None).skipped
+    assert check_generator_cpu({"nodes": {"local": {"rows": 5}}}).skipped
+    assert generator_note(check_generator_cpu(None)) is None
 
 
 def test_options_resolve_tolerance_default_from_run() -> None:

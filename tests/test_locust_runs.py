@@ -82,6 +82,10 @@ def test_versioned_under_the_same_load_passes(services: ServiceURLs, tmp_path: P
     for m in ("100ms", "1s"):
         assert nines["writes_consistent"][m]["bad"] == 0, m
         assert nines["writes_consistent"][m]["total"] >= 0.9 * nines["ok_writes"], m
+    # The node sampled its own CPU about once a second of the run (about 8 s here).
+    cpu = checks["generator_cpu"]
+    assert not cpu.get("skipped") and cpu["nodes"] == 1
+    assert cpu["per_node"]["local"]["samples"] >= 4 and 0 < cpu["max_percent"] <= 400
 
 
 def announced_ports(log: str) -> set[int]:
@@ -117,6 +121,8 @@ def test_two_worker_processes_on_embedded_services(tmp_path: Path) -> None:
     )  # the master sweeps, samples INFO
     assert per_node == {n: v["rows"] for n, v in workers.items()}
     assert df.groupby("process").node.nunique().max() == 1  # process ids are unique across nodes
+    # Each worker sampled its own CPU; the master runs no users and sends none.
+    assert all(v["cpu_percent"]["samples"] >= 3 for v in workers.values())
     assert run_analysis(tmp_path / "dist").returncode == 0
     # The embedded services went away with the run.
     ports = announced_ports(out.stderr)
