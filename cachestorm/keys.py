@@ -254,6 +254,20 @@ class _Scrambler:
         return (left << self._half) | right
 
 
+SCRAMBLE_TABLE_MAX = 1 << 17
+"""Key spaces up to this size scramble through a lookup table, built once per process and shared by
+its users. The Feistel network cost a new user 1.7 ms on its first draw (a block of 4096), paid
+while Locust spawned a batch of users at once; with the table the first draw takes 0.2 ms
+(docs/performance.md). Larger key spaces keep computing each block, as a table of millions of ids
+would take seconds to build."""
+
+
+@functools.lru_cache(maxsize=4)
+def _scramble_table(n: int) -> Ids:
+    """The scramble of ``[0, n)`` as a table: ``table[rank]`` is the id of ``rank``."""
+    return _Scrambler(n)(np.arange(n, dtype=np.int64))
+
+
 class ZipfianChooser(KeyChooser):
     """Scrambled zipfian over ``[0, n)``. Made by :func:`zipfian`."""
 
@@ -272,7 +286,10 @@ class ZipfianChooser(KeyChooser):
         if n > 2:
             self._eta = (1.0 - (2.0 / n) ** (1.0 - theta)) / (1.0 - zeta(2, theta) / self._zetan)
         self._one_cut = 1.0 + 0.5**theta
-        self._scramble = _Scrambler(n)
+        # The same bijection either way (tests/test_keys.py), so a seed gives the same ids.
+        self._scramble: Callable[[Ids], Ids] = (
+            _scramble_table(n).take if n <= SCRAMBLE_TABLE_MAX else _Scrambler(n)
+        )
 
     def _ranks(self, size: int) -> Ids:
         """Zipfian ranks, 0 the most popular (Gray et al. 1994, as in YCSB's ZipfianGenerator)."""

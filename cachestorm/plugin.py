@@ -53,7 +53,7 @@ from locust.runners import (
     WorkerRunner,
 )
 
-from cachestorm import schema
+from cachestorm import locust_fixes, schema
 from cachestorm.cache import CacheClient
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis
 from cachestorm.history import MSG_BATCH, MSG_END, ROW_COLUMNS, Collector, Recorder, Shipper
@@ -630,6 +630,7 @@ def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Plu
     ``run_rules`` are checked at each test start on the master; a run that breaks one is stopped
     with its line in the log (see :meth:`Plugin.run_problem`).
     """
+    locust_fixes.apply()
     runner = environment.runner
     parsed = environment.parsed_options
     if parsed is None:

@@ -168,6 +168,18 @@ def test_zipfian_scramble_is_a_permutation() -> None:
     assert sorted(chooser.id_of_rank(r) for r in range(1000)) == list(range(1000))
 
 
+def test_the_scramble_table_is_the_same_bijection() -> None:
+    # Small key spaces look ids up in a table built once; it must be the computed scramble itself,
+    # so that a seed draws the same ids whichever way they are scrambled.
+    for n in (1, 3, 1000, 10_000, keys.SCRAMBLE_TABLE_MAX):
+        ranks = np.arange(n, dtype=np.int64)
+        assert np.array_equal(keys._scramble_table(n), keys._Scrambler(n)(ranks)), n
+    small, large = keys.zipfian(10_000, 5), keys.zipfian(keys.SCRAMBLE_TABLE_MAX + 1, 5)
+    assert not isinstance(small._scramble, keys._Scrambler) and isinstance(large._scramble, keys._Scrambler)
+    computed = keys._Scrambler(10_000)(keys.zipfian(10_000, 5)._ranks(5000))
+    assert draws(small, 5000) == computed.tolist()
+
+
 def test_zipfian_hot_ids_shared_across_seeds() -> None:
     # Every user must hit the same hot keys, whatever its seed.
     assert keys.zipfian(5000, 1).id_of_rank(0) == keys.zipfian(5000, 2).id_of_rank(0)
