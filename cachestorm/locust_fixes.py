@@ -4,7 +4,7 @@
 
 - **Spawn messages block a worker.** Locust 2.47's ``WorkerRunner`` filters the options in each
   ``spawn`` message with ``k not in argument_parser.default_args_dict()``, which builds a whole
-  argument parser for every key of the message. With cachestorm's options that is about 120
+  argument parser for every key of the message. With cachestorm's options that is 109
   parsers at about 3 ms each, so every spawn message (one a second per worker while users are
   spawning) stopped the worker's event loop for a few hundred milliseconds, and each user's
   operation in flight then took that long. The defaults do not change within a process, so they
