@@ -131,7 +131,7 @@ class Worker:
     ship_greenlet: Any = None
     prober: Prober | None = None
     # Time zero of an open-model run's arrival schedule on this node (cachestorm.arrival).
-    schedule_start_ns: int = 0
+    schedule_started_ns: int = 0
     _processes: Any = field(default_factory=lambda: count(1))
     process_base: int = 0
 
@@ -166,16 +166,20 @@ class Worker:
         if o.arrival_rate:
             # Before any user starts, so that the schedule's first operations do not wait for them.
             self.pg.warm(o.arrival_users())
-        self.schedule_start_ns = time.time_ns()
+        self.schedule_started_ns = time.time_ns()
         self.ws_url = o.ws_url
         self.writes_paused = False
         self.recorder.enabled = o.history
         self.recorder.take()
         assert runner is not None
-        self.shipper = Shipper(self.recorder, runner.send_message, self.node, o.run_id)
-        self.shipper.cpu_interval_s = SHIP_INTERVAL_S
-        if o.arrival_rate:
-            self.shipper.schedule_started_ns = self.schedule_start_ns
+        self.shipper = Shipper(
+            self.recorder,
+            runner.send_message,
+            self.node,
+            o.run_id,
+            schedule_started_ns=self.schedule_started_ns if o.arrival_rate else 0,
+            cpu_interval_s=SHIP_INTERVAL_S,
+        )
         self.ship_greenlet = gevent.spawn(self._ship_loop, self.shipper)
         if isinstance(runner, WorkerRunner):
             runner.send_message(

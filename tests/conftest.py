@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from cachestorm import schema
+from cachestorm.clients import InstrumentedRedis
 from cachestorm.services import EmbeddedServices, ServiceURLs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,18 @@ def services() -> Iterator[ServiceURLs]:
     """Embedded Redis, PostgreSQL (schema installed) and notifier, shared by the session."""
     with EmbeddedServices() as svc:
         yield svc.start()
+
+
+def no_events(**_kw: object) -> None:
+    """Where instrumented clients tested without Locust send their request events: nowhere."""
+
+
+@pytest.fixture
+def redis_client(services: ServiceURLs) -> Iterator[InstrumentedRedis]:
+    """An instrumented client of the shared Redis, its events dropped; closed after the test."""
+    client = InstrumentedRedis(services.redis_url, no_events)
+    yield client
+    client.close()
 
 
 @pytest.fixture

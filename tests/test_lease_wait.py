@@ -21,20 +21,17 @@ from cachestorm.clients import InstrumentedPG, InstrumentedRedis
 from cachestorm.history import ROW_COLUMNS, Recorder
 from cachestorm.services import ServiceURLs
 from cachestorm.strategies import LEASE_PREFIX, make
+from tests.conftest import no_events
 
 pytestmark = pytest.mark.integration
 
 KEY = "cs:e:4"
 
 
-def _ignore(**_kw: object) -> None:
-    pass
-
-
 @pytest.fixture
 def clients(fresh: ServiceURLs) -> Iterator[tuple[InstrumentedRedis, InstrumentedPG]]:
-    r = InstrumentedRedis(fresh.redis_url, _ignore)
-    pg = InstrumentedPG(fresh.pg_dsn, _ignore, pool_size=4)
+    r = InstrumentedRedis(fresh.redis_url, no_events)
+    pg = InstrumentedPG(fresh.pg_dsn, no_events, pool_size=4)
     yield r, pg
     r.close()
     pg.close()

@@ -14,7 +14,6 @@ import pytest
 from cachestorm.clients import InstrumentedRedis
 from cachestorm.history import ROW_COLUMNS, Recorder
 from cachestorm.probes import Prober
-from cachestorm.services import ServiceURLs
 from cachestorm.strategies import encode_entry
 
 pytestmark = pytest.mark.integration
@@ -22,17 +21,11 @@ pytestmark = pytest.mark.integration
 KEY = "cs:e:probe-test"
 
 
-def _ignore(**_kw: object) -> None:
-    pass
-
-
 @pytest.fixture
-def r(services: ServiceURLs) -> Iterator[InstrumentedRedis]:
-    client = InstrumentedRedis(services.redis_url, _ignore)
-    client.client.delete(KEY)
-    yield client
-    client.client.delete(KEY)
-    client.close()
+def r(redis_client: InstrumentedRedis) -> Iterator[InstrumentedRedis]:
+    redis_client.client.delete(KEY)
+    yield redis_client
+    redis_client.client.delete(KEY)
 
 
 def rows(recorder: Recorder) -> list[dict[str, Any]]:

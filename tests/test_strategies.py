@@ -7,8 +7,6 @@ control), versioned must refuse it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
@@ -21,16 +19,10 @@ pytestmark = pytest.mark.integration
 KEY = "cs:e:7"
 
 
-def _ignore(**_kw: object) -> None:
-    pass
-
-
 @pytest.fixture
-def r(services: ServiceURLs) -> Iterator[InstrumentedRedis]:
-    client = InstrumentedRedis(services.redis_url, _ignore)
-    client.client.delete(KEY, LEASE_PREFIX + KEY)
-    yield client
-    client.close()
+def r(redis_client: InstrumentedRedis) -> InstrumentedRedis:
+    redis_client.client.delete(KEY, LEASE_PREFIX + KEY)
+    return redis_client
 
 
 def cached(r: InstrumentedRedis) -> tuple[int | None, int | None]:

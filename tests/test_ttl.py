@@ -11,18 +11,15 @@ from cachestorm.clients import InstrumentedPG, InstrumentedRedis
 from cachestorm.history import Recorder
 from cachestorm.services import ServiceURLs
 from cachestorm.strategies import STRATEGIES, make
+from tests.conftest import no_events
 
 pytestmark = pytest.mark.integration
 
 
-def _ignore(**_kw: object) -> None:
-    pass
-
-
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_a_read_after_expiry_refreshes_from_the_database(fresh: ServiceURLs, strategy: str) -> None:
-    r = InstrumentedRedis(fresh.redis_url, _ignore)
-    pg = InstrumentedPG(fresh.pg_dsn, _ignore, pool_size=2)
+    r = InstrumentedRedis(fresh.redis_url, no_events)
+    pg = InstrumentedPG(fresh.pg_dsn, no_events, pool_size=2)
     rec = Recorder()
     cache = CacheClient(r, pg, make(strategy, r, ttl_ms=150), rec)
     try:

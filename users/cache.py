@@ -46,7 +46,7 @@ class _CacheUser(User):
             slots = self.arrival_slots(o.arrival_users(), self.environment.user_classes)
             self.arrivals = schedule.arrivals(slots, phase)
             self.wait_time = self._until_due  # type: ignore[method-assign]
-            due = self.arrivals.after((time.time_ns() - self.node.schedule_start_ns) / 1e9)
+            due = self.arrivals.after((time.time_ns() - self.node.schedule_started_ns) / 1e9)
             gevent.sleep(self._due(due))
 
     @classmethod
@@ -67,7 +67,7 @@ class _CacheUser(User):
         if due == float("inf"):
             self.t_intended = None
             return 3600.0  # the schedule has no more arrivals: idle until the test stops
-        self.t_intended = self.node.schedule_start_ns + int(due * 1e9)
+        self.t_intended = self.node.schedule_started_ns + int(due * 1e9)
         return max(0.0, (self.t_intended - time.time_ns()) / 1e9)
 
     def _until_due(self) -> float:
