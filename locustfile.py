@@ -12,11 +12,13 @@ See README.md and docs/ for the options, the op history and the checks.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from locust import events
 
-from cachestorm import options, plugin
+from cachestorm import embedded, options, plugin
+from cachestorm import events as cachestorm_events
 from shapes import OpenModel, Soak, Spike, Stages, StagesError, StepRamp, load_stages, open_model_problem
 from users import (
     CacheReader,
@@ -51,6 +53,8 @@ __all__ = [
     "WebSocketListener",
 ]
 
+HERE = str(Path(__file__).resolve().parent)
+
 events.init_command_line_parser.add_listener(options.add_arguments)
 events.init_command_line_parser.add_listener(contention.add_arguments)
 
@@ -62,10 +66,10 @@ def choose_shape(environment: Any) -> None:
     name = parsed.shape or ("OpenModel" if parsed.arrival_rate else "StepRamp")
     shapes = environment.available_shape_classes or {}
     if name not in shapes:
-        plugin.fatal(f"--shape is {name!r}: use one of {', '.join(sorted(shapes))}.")
+        embedded.fatal(f"--shape is {name!r}: use one of {', '.join(sorted(shapes))}.")
     problem = open_model_problem(parsed, name)
     if problem is not None:
-        plugin.fatal(problem)
+        embedded.fatal(problem)
     environment.shape_class = shapes[name]
     environment.shape_class.runner = environment.runner
 
@@ -78,6 +82,23 @@ def run_shape_problem(environment: Any) -> str | None:
     return open_model_problem(environment.parsed_options, name)
 
 
+@cachestorm_events.run_finished.add_listener
+def verdict(environment: Any, run_dir: Any, options: Any, **_kw: Any) -> None:
+    """``--verdict``: judge the run as it ends, and make the verdict Locust's exit code."""
+    if not options.verdict:
+        return
+    # Imported only when asked for: the analysis pulls in pandas, which the load path never needs.
+    # Locust takes this file's directory off sys.path once the file is loaded.
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    from analysis.__main__ import main as analyse  # noqa: PLC0415
+
+    code = analyse([str(run_dir)])
+    # A run already stopped for bad input (a broken target contract) keeps its exit code.
+    if environment.process_exit_code != 2:
+        environment.process_exit_code = code
+
+
 @events.init.add_listener
 def _register(environment: Any, **_kwargs: Any) -> None:
     parsed = environment.parsed_options
@@ -85,7 +106,7 @@ def _register(environment: Any, **_kwargs: Any) -> None:
         return
     problems = contention.problems(parsed)
     if problems:
-        plugin.fatal(problems[0])
+        embedded.fatal(problems[0])
     WebSocketListener.fixed_count = parsed.listeners
     scenarios.apply(environment)
     choose_shape(environment)
@@ -93,7 +114,7 @@ def _register(environment: Any, **_kwargs: Any) -> None:
         try:
             load_stages(parsed.stages, list(environment.available_user_classes or {}))
         except StagesError as e:
-            plugin.fatal(str(e))
+            embedded.fatal(str(e))
     plugin.register(environment, run_rules=[run_shape_problem])
 
 

@@ -1,93 +1,83 @@
-"""Reads and writes through the cache, each recorded as one history operation.
+"""The reference cache's read and write paths: read-through, and write then invalidate.
 
-This is the layer between the users and the instrumented clients: it decides what an operation
-is (a read-through, a write with its invalidation), and what its status is. ``ok`` means the
-operation took effect, ``fail`` that it certainly did not, ``info`` that nobody can tell; see
-docs/history.md.
+This is the code under test when the target is cachestorm's own reference cache
+(:mod:`cachestorm.reference`). It decides what a read and a write do, the strategy's way; what
+their outcome was is recorded one layer up, by :mod:`cachestorm.operations`. The exceptions say
+what a failure means: :class:`~cachestorm.target.NoEffect` when the transaction certainly rolled
+back, :class:`~cachestorm.target.AfterCommit` when the commit happened and the invalidation is
+unknown, anything else when nobody can tell.
+
+Its fills are internal steps with an outcome of their own: each is recorded (``f=fill``) through
+``record_fill``, under a process of its own.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import gevent
 import psycopg
 import redis
 
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis, UnknownOutcome
-from cachestorm.history import Recorder
-from cachestorm.probes import Prober
-from cachestorm.schema import KEY_PREFIX, entity_key
+from cachestorm.schema import entity_id
 from cachestorm.strategies import ENTRY, LEASE_TTL_MS, Strategy, parse
+from cachestorm.target import AfterCommit, NoEffect, Read
 
 now = time.time_ns
 #: How long a reader without the lease waits for the holder's fill: the lease's own lifetime.
 WAIT_FOR_FILL_S = LEASE_TTL_MS / 1000
+HIT = "hit"
+MISS = "miss"
+
+#: ``record_fill(key, status, t_invoke, t_complete, version)``.
+FillRecorder = Callable[[str, str, int, int, int], None]
+
+
+def _no_record(key: str, status: str, t0: int, t1: int, version: int) -> None:
+    return None
 
 
 class CacheClient:
-    """Read-through and write-invalidate over one Redis, one PostgreSQL and one strategy.
-
-    Each method returns the status it recorded, so that a user can take a fresh process id after
-    an ``info`` operation, as the history's process model requires.
-    """
+    """Read-through and write-invalidate over one Redis, one PostgreSQL and one strategy."""
 
     def __init__(
         self,
         r: InstrumentedRedis,
         pg: InstrumentedPG,
         strategy: Strategy,
-        recorder: Recorder,
+        record_fill: FillRecorder = _no_record,
         fill_delay_ms: float = 0.0,
-        prober: Prober | None = None,
     ) -> None:
         self.r = r
         self.pg = pg
         self.strategy = strategy
-        self.recorder = recorder
-        self.record = recorder.record
+        self.record_fill = record_fill
         self.fill_delay_s = fill_delay_ms / 1000.0
-        self.prober = prober
 
-    def read(self, process: int, entity_id: int, t_intended: int | None = None) -> str:
-        """GET; on a miss, load from PostgreSQL and fill the cache.
-
-        ``t_intended`` is when an open-model schedule meant the read to start (docs/history.md).
-        """
-        key = KEY_PREFIX + str(entity_id)
-        t0 = now()
-        try:
-            raw = self.r.get(key)
-            if raw is not None and raw[0] == ENTRY:
-                # The hit path, inlined: it is most of what a load test does.
-                version = int(raw[1 : raw.index(b":")])
-                row = (process, "read", key, "ok", t0, now(), version, None, "hit", t_intended)
-                self.recorder.append(row)
-                return "ok"
-            parse(raw)  # a tombstone or nothing: a miss; anything else is corrupt (ValueError)
-            token = self.strategy.lease(key)
-            if token is None:
-                # Another reader holds the lease and will fill: wait for its entry.
-                waited, token = self._await_fill(key)
-                if waited is not None:
-                    self.record(process, "read", key, "ok", t0, now(), waited, None, "miss", t_intended)
-                    return "ok"
-            version, payload = self.pg.read(entity_id)
-        except (redis.RedisError, psycopg.Error, LookupError, ValueError, UnknownOutcome):
-            # A read changes nothing, so a read that failed for any reason certainly had no effect
-            # (an unknown lease only makes a later fill fail).
-            self.record(process, "read", key, "fail", t0, now(), None, None, None, t_intended)
-            return "fail"
+    def read(self, key: str) -> Read:
+        """GET; on a miss, load from PostgreSQL and fill the cache. Raises when the read failed."""
+        raw = self.r.get(key)
+        if raw is not None and raw[0] == ENTRY:
+            # The hit path, inlined: it is most of what a load test does.
+            return Read(int(raw[1 : raw.index(b":")]), HIT)
+        parse(raw)  # a tombstone or nothing: a miss; anything else is corrupt (ValueError)
+        token = self.strategy.lease(key)
+        if token is None:
+            # Another reader holds the lease and will fill: wait for its entry.
+            waited, token = self._await_fill(key)
+            if waited is not None:
+                return Read(waited, MISS)
+        version, payload = self.pg.read(entity_id(key))
         if token is None:
             # The holder never filled and its lease never lapsed within the wait: serve the
             # database's version unfilled, rather than keep the caller waiting any longer.
-            self.record(process, "read", key, "ok", t0, now(), version, None, "miss", t_intended)
-            return "ok"
+            return Read(version, MISS)
         if self.fill_delay_s:
             gevent.sleep(self.fill_delay_s)
-        status = self._fill(process, key, version, payload, token)
-        self.record(process, "read", key, "ok", t0, now(), version, None, "miss", t_intended)
-        return "info" if status == "info" else "ok"
+        self._fill(key, version, payload, token)
+        return Read(version, MISS)
 
     def _await_fill(self, key: str) -> tuple[int | None, str | None]:
         """Poll the cache while another reader holds ``key``'s lease.
@@ -111,48 +101,28 @@ class CacheClient:
                 return None, token
         return None, None
 
-    def _fill(self, process: int, key: str, version: int, payload: str, token: str) -> str:
+    def _fill(self, key: str, version: int, payload: str, token: str) -> str:
         t0 = now()
         try:
             installed = self.strategy.fill(key, version, payload, token)
         except UnknownOutcome:
-            self.record(process, "fill", key, "info", t0, now(), version)
-            return "info"
+            status = "info"
         except redis.RedisError:
-            self.record(process, "fill", key, "fail", t0, now(), version)
-            return "fail"
-        status = "ok" if installed else "fail"
-        self.record(process, "fill", key, status, t0, now(), version)
+            status = "fail"
+        else:
+            status = "ok" if installed else "fail"
+        self.record_fill(key, status, t0, now(), version)
         return status
 
-    def write(self, process: int, entity_id: int, payload: str, t_intended: int | None = None) -> str:
-        """Update the row and commit, then invalidate. ``ok`` only when both succeeded.
-
-        A sample of ok writes is handed to the prober (``--probe-rate``), which re-reads the key
-        from the cache at each probe delay after the write completed.
-        """
-        key = entity_key(entity_id)
-        t0 = now()
-        version: int | None = None
+    def write(self, key: str, payload: str) -> int:
+        """Update the row and commit, then invalidate; the version committed."""
         try:
-            version = self.pg.write(entity_id, payload)
+            version = self.pg.write(entity_id(key), payload)
+        except (psycopg.Error, LookupError) as e:
+            raise NoEffect(str(e)) from e
+        try:
             self.strategy.invalidate(key, version)
-        except UnknownOutcome:
-            self.record(process, "write", key, "info", t0, now(), version, None, None, t_intended)
-            return "info"
-        except redis.RedisError:
-            # The commit happened; the invalidation was refused, so the cache may now be stale.
-            self.record(process, "write", key, "info", t0, now(), version, None, None, t_intended)
-            return "info"
-        except (psycopg.Error, LookupError):
-            self.record(process, "write", key, "fail", t0, now(), None, None, None, t_intended)
-            return "fail"
-        except gevent.GreenletExit:
-            # The user was stopped mid-write: the commit may or may not have happened.
-            self.record(process, "write", key, "info", t0, now(), version, None, None, t_intended)
-            raise
-        done = now()
-        self.record(process, "write", key, "ok", t0, done, version, None, None, t_intended)
-        if self.prober is not None:
-            self.prober.after_write(key, version, done)
-        return "ok"
+        except (redis.RedisError, UnknownOutcome) as e:
+            # The commit happened; the invalidation was refused or lost, so the cache may be stale.
+            raise AfterCommit(version, str(e)) from e
+        return version

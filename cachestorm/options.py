@@ -22,9 +22,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cachestorm import target_loader
 from cachestorm.arrival import Schedule, default_users
+from cachestorm.strategies import STRATEGIES
 
-STRATEGIES = ("versioned", "versioned-cas", "cache-aside")
 SCENARIOS = ("coherence", "contention", "all")
 STAMPEDE_GUARDS = ("none", "lock", "xfetch")
 EVICTION_POLICIES = (
@@ -44,6 +45,14 @@ def add_arguments(parser: Any) -> None:
     """Register every cachestorm option on Locust's (configargparse) parser."""
     # Locust's UI flags (is_secret, include_in_web_ui) work on the parser itself, not on groups.
     group = parser
+    group.add_argument(
+        "--target",
+        env_var="CACHESTORM_TARGET",
+        default="",
+        help="The system under test: FILE.py:Class or package.module:Class (docs/targets.md). "
+        "Empty: cachestorm's own reference cache (Redis + PostgreSQL + notifier, --strategy).",
+    )
+    _add_target_arguments(parser)
     group.add_argument(
         "--redis-url",
         env_var="CACHESTORM_REDIS_URL",
@@ -76,7 +85,6 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--strategy",
         env_var="CACHESTORM_STRATEGY",
-        choices=STRATEGIES,
         default="versioned",
         help="versioned: leased fills under version compare-and-set, safe under eviction. "
         "versioned-cas: the same without leases (unsafe once a tombstone is evicted). "
@@ -314,10 +322,25 @@ def add_arguments(parser: Any) -> None:
     )
 
 
+def _add_target_arguments(parser: Any) -> None:
+    """Register the chosen target's own options, read before the command line is parsed."""
+    spec = target_loader.spec_before_parsing()
+    if not spec:
+        return
+    try:
+        cls = target_loader.load(spec)
+    except target_loader.TargetLoadError:
+        return  # said in one line at start-up (cachestorm.plugin.register), not mid-parse
+    add = getattr(cls, "add_arguments", None)
+    if callable(add):
+        add(parser)
+
+
 @dataclass(frozen=True)
 class Options:
     """The cachestorm options of one node, read from Locust's parsed options."""
 
+    target: str
     redis_url: str
     pg_dsn: str
     ws_url: str
@@ -348,6 +371,7 @@ class Options:
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
         return cls(
+            target=getattr(parsed, "target", "") or "",
             redis_url=parsed.redis_url or "",
             pg_dsn=parsed.pg_dsn or "",
             ws_url=parsed.ws_url or "",
@@ -399,6 +423,7 @@ class Options:
         if self.fill_delay_ms < 0:
             out.append(f"--fill-delay-ms is {self.fill_delay_ms}: it must be 0 or more.")
         if self.strategy not in STRATEGIES:
+            # Looked up at check time: a locustfile or target file may have registered its own.
             out.append(f"--strategy is {self.strategy!r}: use one of {', '.join(STRATEGIES)}.")
         if self.key_distribution not in DISTRIBUTIONS:
             out.append(

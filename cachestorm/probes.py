@@ -8,13 +8,13 @@ sample of ok writes (``--probe-rate``) gets a probe per delay (``--probe-delays`
 ``f=probe`` row of the history (docs/history.md). The analysis counts a probe as inconsistent when
 Redis held an entry older than the probed write (analysis/nines.py).
 
-A probe reads Redis directly, not through the cache's read path: a miss must not fill the cache,
-and a probe must not change what it measures. Its GETs show in Locust's statistics as
-``REDIS probe_get``.
+A probe reads the cache through the target's ``peek`` (:mod:`cachestorm.target`), not through
+its read path: a miss must not fill the cache, and a probe must not change what it measures. The
+reference cache's peek is a plain GET, shown in Locust's statistics as ``REDIS probe_get``.
 
 Example::
 
-    prober = Prober(redis_client, recorder, delays_s=(0.1, 1.0, 5.0), rate=0.5, new_process=count().__next__)
+    prober = Prober(target.peek, recorder, delays_s=(0.1, 1.0, 5.0), rate=0.5, new_process=count().__next__)
     prober.after_write("cs:e:42", version=7, done_ns=time.time_ns())
     ...
     prober.stop()   # at test stop, before the last history batch is shipped
@@ -27,12 +27,10 @@ import time
 from collections.abc import Callable, Sequence
 
 import gevent
-import redis
 from gevent.pool import Group
 
-from cachestorm.clients import InstrumentedRedis, UnknownOutcome
 from cachestorm.history import Recorder
-from cachestorm.strategies import held, parse
+from cachestorm.target import Cached
 
 
 class Prober:
@@ -40,14 +38,14 @@ class Prober:
 
     def __init__(
         self,
-        r: InstrumentedRedis,
+        peek: Callable[[str], Cached],
         recorder: Recorder,
         delays_s: Sequence[float],
         rate: float,
         new_process: Callable[[], int],
         rng: random.Random | None = None,
     ) -> None:
-        self.r = r
+        self.peek = peek
         self.recorder = recorder
         self.delays_ns = sorted(int(d * 1e9) for d in delays_s)
         self.rate = rate if self.delays_ns else 0.0
@@ -73,15 +71,15 @@ class Prober:
                 gevent.sleep(wait / 1e9)
             t0 = time.time_ns()
             try:
-                raw = self.r.call("probe_get", self.r.client.get, key)
-                entry, tombstone = parse(raw)
-            except (redis.RedisError, UnknownOutcome, ValueError):
-                # A GET changes nothing: a probe that failed certainly had no effect.
+                cached = self.peek(key)
+            except Exception:
+                # A peek changes nothing: a probe that failed certainly had no effect.
                 done = time.time_ns()
                 self.recorder.record(process, "probe", key, "fail", t0, done, None, version, None, due)
                 continue
-            source = held(entry, tombstone)
-            self.recorder.record(process, "probe", key, "ok", t0, time.time_ns(), entry, version, source, due)
+            source = cached.held or ("entry" if cached.version is not None else "absent")
+            done = time.time_ns()
+            self.recorder.record(process, "probe", key, "ok", t0, done, cached.version, version, source, due)
 
     def stop(self) -> None:
         """Drop the probes still waiting: the run is over, and a row after the last batch is lost."""

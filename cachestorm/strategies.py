@@ -230,7 +230,20 @@ class Versioned:
         _demote_many(self.r, self._demote, keys)
 
 
-STRATEGIES = {s.name: s for s in (Versioned, VersionedCAS, CacheAside)}
+STRATEGIES: dict[str, Any] = {s.name: s for s in (Versioned, VersionedCAS, CacheAside)}
+
+
+def register(cls: Any) -> Any:
+    """Add a strategy class (``cls(r, ttl_ms)`` with the :class:`Strategy` methods) under ``cls.name``.
+
+    It is then a valid ``--strategy`` value of the reference cache. Usable as a decorator::
+
+        @register
+        class WriteThrough(CacheAside):
+            name = "write-through"
+    """
+    STRATEGIES[cls.name] = cls
+    return cls
 
 
 def make(name: str, r: InstrumentedRedis, ttl_ms: int = 0) -> Strategy:

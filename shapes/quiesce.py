@@ -3,7 +3,7 @@
 A :class:`QuiescingShape` describes its load as phases, each ``(duration, tick)``: for
 ``duration`` seconds :meth:`~locust.LoadTestShape.tick` returns ``tick``. After the last phase
 comes the quiesce: the last tick is kept for ``quiesce_time`` seconds (so Locust changes nothing)
-while :func:`cachestorm.plugin.pause_writes` has told every node to stop writing, sent once on
+while :func:`cachestorm.messages.pause_writes` has told every node to stop writing, sent once on
 entering the quiesce. Then ``tick()`` returns ``None`` and Locust stops the test.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from locust import LoadTestShape
 
-from cachestorm.plugin import pause_writes
+from cachestorm.messages import pause_writes
 
 if TYPE_CHECKING:
     from locust import User

@@ -6,7 +6,7 @@ import math
 
 from locust import LoadTestShape
 
-from cachestorm.plugin import pause_writes
+from cachestorm.messages import pause_writes
 
 STEPS = (0.1, 0.2, 0.5, 1.0)
 """Fractions of the peak user count, one per step, each held for a quarter of the ramp time."""
@@ -18,7 +18,7 @@ class StepRamp(LoadTestShape):
     Each step lasts ``ramp_time / 4`` seconds and its spawn rate reaches the step's user count in
     half that time, so every step spends its second half at a steady load. After ``ramp_time``
     the peak is held for ``hold_time`` seconds. Then, for ``quiesce_time`` seconds, the users keep
-    running but writes stop (:func:`cachestorm.plugin.pause_writes`), so that whatever the cache
+    running but writes stop (:func:`cachestorm.messages.pause_writes`), so that whatever the cache
     still holds wrong once writes have stopped shows as the lasting inconsistency it is; then
     :meth:`tick` returns ``None`` and the test stops. The user count includes users with
     ``fixed_count`` (the WebSocket listeners).

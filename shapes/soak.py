@@ -13,7 +13,7 @@ class Soak(QuiescingShape):
     ``soak_users / ramp_time`` (at least 1 per second), so the target is reached at
     :attr:`ramp_time`; the load is then held for ``soak_time`` seconds. Then, for
     ``quiesce_time`` seconds, the users keep running with writes paused
-    (:func:`cachestorm.plugin.pause_writes`, sent once), as in StepRamp; then :meth:`tick` returns
+    (:func:`cachestorm.messages.pause_writes`, sent once), as in StepRamp; then :meth:`tick` returns
     ``None`` and the test stops.
 
     The settings are the parsed Locust options ``soak_users``, ``soak_time`` and ``quiesce_time``

@@ -18,7 +18,7 @@ class Spike(QuiescingShape):
     - recovery, ``spike_recovery`` seconds back at ``spike_base_users``, removed at that same
       rate: does the cache settle once the burst is over?
     - quiesce, ``quiesce_time`` seconds with the recovery's users still running but writes paused
-      (:func:`cachestorm.plugin.pause_writes`, sent once), as in StepRamp; then :meth:`tick`
+      (:func:`cachestorm.messages.pause_writes`, sent once), as in StepRamp; then :meth:`tick`
       returns ``None`` and the test stops.
 
     A phase of 0 seconds is skipped; the quiesce keeps the user count of the last phase that ran.

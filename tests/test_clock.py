@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cachestorm import plugin
+from cachestorm import node as plugin
 from cachestorm.history import Recorder, Shipper
 from cachestorm.options import Options
 
 
-def worker_with_shipper() -> plugin.Worker:
+def worker_with_shipper() -> plugin.Node:
     opts = Options(**{f: None for f in Options.__dataclass_fields__})  # only the shipper is used here
-    w = plugin.Worker(environment=None, node="w1", options=opts, recorder=Recorder())  # type: ignore[arg-type]
+    w = plugin.Node(environment=None, node="w1", options=opts, recorder=Recorder())  # type: ignore[arg-type]
     w.shipper = Shipper(w.recorder, lambda kind, data: None, "w1", "r1")
     return w
 

@@ -8,7 +8,7 @@ import pytest
 from locust.argument_parser import get_empty_argument_parser
 
 from cachestorm import options
-from cachestorm.plugin import MSG_PAUSE_WRITES
+from cachestorm.messages import MSG_PAUSE_WRITES
 from shapes import OpenModel, open_model_problem
 from tests.test_shapes_more import attach, users
 

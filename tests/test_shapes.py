@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cachestorm.plugin import MSG_PAUSE_WRITES
+from cachestorm.messages import MSG_PAUSE_WRITES
 from shapes import StepRamp
 
 

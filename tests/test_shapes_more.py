@@ -10,7 +10,7 @@ import pytest
 from locust import User, task
 from locust.exception import StopTest
 
-from cachestorm.plugin import MSG_PAUSE_WRITES
+from cachestorm.messages import MSG_PAUSE_WRITES
 from shapes import Soak, Spike, Stage, Stages, StagesError, load_stages
 from shapes.quiesce import QuiescingShape
 

@@ -1,4 +1,4 @@
-"""Users that read through and write around the Redis cache.
+"""Users that read and write the target's keys through its own read and write paths.
 
 Each user is one *process* of the history: it runs one operation at a time and takes a fresh
 process id after an operation whose outcome is unknown (``info``).
@@ -19,7 +19,7 @@ from locust import User, between, task
 
 from cachestorm import keys
 from cachestorm.arrival import UserArrivals
-from cachestorm.plugin import node_worker
+from cachestorm.node import node_of
 
 
 class _CacheUser(User):
@@ -32,10 +32,10 @@ class _CacheUser(User):
     open_rate = 1.0
 
     def on_start(self) -> None:
-        self.node = node_worker(self.environment)
+        self.node = node_of(self.environment)
         o = self.node.options
-        assert self.node.cache is not None
-        self.cache = self.node.cache
+        assert self.node.operations is not None
+        self.ops = self.node.operations
         self.process = self.node.new_process()
         self.keys = keys.from_name(o.key_distribution, o.keys, keys.derive_seed(o.seed, self.process))
         self.next_key = self.keys.next
@@ -81,7 +81,8 @@ class _CacheUser(User):
 
 
 class CacheReader(_CacheUser):
-    """Read-through: GET; on a miss, load the row from PostgreSQL and fill the cache."""
+    """Read a key through the target's read path (for the reference cache: GET, on a miss load
+    from PostgreSQL and fill)."""
 
     weight = 8
     wait_time = between(0.05, 0.25)
@@ -89,26 +90,19 @@ class CacheReader(_CacheUser):
 
     @task
     def read(self) -> None:
-        if self.cache.read(self.process, self.next_key(), self.t_intended) == "info":
+        if self.ops.read(self.process, self.next_key(), self.t_intended) == "info":
             self.process = self.node.new_process()
 
 
 class CacheWriter(_CacheUser):
-    """Update a row, commit, then invalidate its cache entry the strategy's way."""
+    """Write a key through the target's write path (its commit and its own invalidation)."""
 
     weight = 2
     wait_time = between(0.5, 1.5)
     open_rate = 1 / 1.0
 
-    def on_start(self) -> None:
-        super().on_start()
-        self.written = 0
-        self.payload_bytes = self.node.options.payload_bytes
-
     @task
     def write(self) -> None:
         if self.node.writes_paused:
             return  # a shape is quiescing: readers go on, writes stop
-        self.written += 1
-        payload = f"{self.process}:{self.written}:".ljust(self.payload_bytes, "x")
-        self.renew(self.cache.write(self.process, self.next_key(), payload, self.t_intended))
+        self.renew(self.ops.write(self.process, self.next_key(), self.t_intended))

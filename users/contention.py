@@ -28,7 +28,7 @@ from cachestorm.contention import (
     final_group_reads,
 )
 from cachestorm.history import Recorder
-from cachestorm.plugin import node_worker
+from cachestorm.node import node_of
 
 # The share of locked critical sections that hold the lock for a random 0 to 1.2 x TTL before the
 # guarded write, so that some locks expire while held and the fencing tokens have work to do.
@@ -130,7 +130,7 @@ class _ContentionUser(User):
     wait_time = between(0.0, 0.05)
 
     def on_start(self) -> None:
-        self.node = node_worker(self.environment)
+        self.node = node_of(self.environment)
         assert self.node.r is not None
         self.r = self.node.r
         self.opts = self.environment.parsed_options

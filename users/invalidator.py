@@ -1,30 +1,23 @@
 """Bulk invalidation while readers read: ``Invalidator``.
 
-Every so often it drops what the cache holds for ``--invalidate-batch`` (default 100) entity keys
-in one pipelined round trip, the strategy's way (``Strategy.invalidate_many``: UNLINK for
-cache-aside; for the versioned strategies each entry becomes the tombstone of its own version and
-its lease is revoked), then sends one notification (``pg_notify`` on ``cachestorm_invalidation``
-with the keys). The whole is one ``invalidate_batch`` operation in the history, timed from the
-first command to the notification's completion. Readers go on meanwhile; the stale_read and
+Every so often it drops what the caches hold for ``--invalidate-batch`` (default 100) of the
+target's keys through the target's ``invalidate_many`` (the reference cache does it in one
+pipelined round trip, the strategy's way, then sends one notification with the keys). The whole
+is one ``invalidate_batch`` operation in the history, timed from the first command to the
+notification's completion. Readers go on meanwhile; the stale_read and
 divergence checks judge whether any of them saw what the invalidation should have removed.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 
-import psycopg
-import redis
 from locust import User, between, task
 
-from cachestorm.clients import UnknownOutcome
-from cachestorm.plugin import node_worker
-from cachestorm.schema import entity_key
+from cachestorm.node import node_of
 
 now = time.time_ns
-CHANNEL = "cachestorm_invalidation"
 
 
 class Invalidator(User):
@@ -34,7 +27,7 @@ class Invalidator(User):
     wait_time = between(0.5, 1.5)
 
     def on_start(self) -> None:
-        self.node = node_worker(self.environment)
+        self.node = node_of(self.environment)
         self.process = self.node.new_process()
         parsed = self.environment.parsed_options
         self.batch = int(getattr(parsed, "invalidate_batch", 100))
@@ -43,15 +36,16 @@ class Invalidator(User):
 
     @task
     def invalidate(self) -> None:
-        assert self.node.cache is not None and self.node.pg is not None
+        assert self.node.operations is not None
+        invalidate_many = getattr(self.node.target, "invalidate_many", None)
+        if invalidate_many is None:
+            raise RuntimeError("Invalidator needs a target with invalidate_many(keys) (docs/targets.md)")
         ids = self.rng.sample(range(self.keys), min(self.batch, self.keys))
-        keys = [entity_key(i) for i in ids]
+        keys = [self.node.operations.keys[i] for i in ids]
         t0 = now()
         try:
-            self.node.cache.strategy.invalidate_many(keys)
-            with self.node.pg.pool.connection() as conn:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(keys)))
-        except (redis.RedisError, psycopg.Error, UnknownOutcome):
+            invalidate_many(keys)
+        except Exception:
             # Part of the batch may have been dropped: the outcome is unknown.
             self.node.recorder.record(
                 self.process, "invalidate_batch", None, "info", t0, now(), None, len(keys)

@@ -17,7 +17,7 @@ import redis
 from locust import User, constant, task
 
 from cachestorm.clients import UnknownOutcome
-from cachestorm.plugin import node_worker
+from cachestorm.node import node_of
 
 KEY_PREFIX = "cs:m:"
 
@@ -29,7 +29,7 @@ class MemoryPressureUser(User):
     wait_time = constant(0.01)
 
     def on_start(self) -> None:
-        self.node = node_worker(self.environment)
+        self.node = node_of(self.environment)
         size = int(getattr(self.environment.parsed_options, "memory_value_bytes", 65536))
         # Random bytes: Redis does not compress, but random keeps any layer from deduplicating.
         self.value = os.urandom(size)

@@ -32,7 +32,7 @@ import redis
 from locust import User, constant, task
 
 from cachestorm.clients import UnknownOutcome
-from cachestorm.plugin import node_worker
+from cachestorm.node import node_of
 
 now = time.time_ns
 KEY_PREFIX = "cs:s:"
@@ -62,7 +62,7 @@ class StampedeUser(User):
     wait_time = constant(0.005)
 
     def on_start(self) -> None:
-        self.node = node_worker(self.environment)
+        self.node = node_of(self.environment)
         self.process = self.node.new_process()
         parsed = self.environment.parsed_options
         self.guard: str = getattr(parsed, "stampede_guard", "none")
@@ -142,7 +142,7 @@ class StampedeTrigger(User):
         return float(getattr(self.environment.parsed_options, "stampede_interval", 2.0))
 
     def on_start(self) -> None:
-        self.node = node_worker(self.environment)
+        self.node = node_of(self.environment)
         self.process = self.node.new_process()
         self.hot = int(getattr(self.environment.parsed_options, "stampede_keys", 3))
         assert self.node.r is not None

@@ -14,7 +14,7 @@ import websocket
 from locust import User, constant, task
 
 from cachestorm.clients import InstrumentedWebSocket
-from cachestorm.plugin import node_worker
+from cachestorm.node import node_of
 
 now = time.time_ns
 
@@ -32,7 +32,7 @@ class WebSocketListener(User):
     ws: InstrumentedWebSocket | None = None
 
     def on_start(self) -> None:
-        self.node = node_worker(self.environment)
+        self.node = node_of(self.environment)
         self.record = self.node.recorder.record
         self.local: dict[str, int] = {}
         self.known: list[str] = []
@@ -40,6 +40,8 @@ class WebSocketListener(User):
         self._open()
 
     def _open(self) -> None:
+        if not self.node.ws_url:
+            return  # the target pushes no notifications: this tab has nothing to listen to
         self.process = self.node.new_process()
         ws = InstrumentedWebSocket(self.node.ws_url, self.node.fire)
         t0 = now()

@@ -1,0 +1,256 @@
+"""The coordinating side of a run, on the master or the single local runner.
+
+At each test start the :class:`Coordinator` picks a run id and has the target reset its keys; at
+each stop it drains the workers' history, has the target sweep its keys for divergence, writes
+``RESULTS/<run-id>/run.json`` and fires :data:`cachestorm.events.run_finished`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import gevent
+import redis
+from locust.argument_parser import default_args_dict
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+from cachestorm import events, target_loader
+from cachestorm.history import ROW_COLUMNS, Collector, Recorder
+from cachestorm.options import Options
+from cachestorm.services import redact
+from cachestorm.target import TargetContext, describe
+
+log = logging.getLogger("cachestorm")
+
+MSG_DRAIN = "cachestorm_drain"
+STATS_INTERVAL_S = 1.0
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _no_fire(**_kw: Any) -> None:
+    return None
+
+
+@dataclass
+class Coordinator:
+    """Per-run reset, collection, sweep and run.json."""
+
+    environment: Environment
+    node: str
+    options: Options
+    collector: Collector | None = None
+    run_dir: Path | None = None
+    started_ns: int = 0
+    first_run_id: str = ""
+    stats_greenlet: Any = None
+    #: The master's own instance of the run's target, for its reset, stats and sweep.
+    target: Any = None
+    #: What the target's reset said of each key's starting version (None: all at 0).
+    start_versions: dict[str, int] | None = None
+    #: Set when a node reported that the target broke the contract: the run's one line.
+    contract_broken: str = ""
+
+    def start_run(self) -> None:
+        parsed = self.environment.parsed_options
+        assert parsed is not None
+        run_id = self.first_run_id or new_run_id()
+        self.first_run_id = ""
+        parsed.run_id = run_id
+        if parsed.seed in (None, ""):
+            # Recorded in run.json, so a run's key choices can be replayed.
+            parsed.seed = secrets.randbits(31)
+        self.options = o = Options.from_parsed(parsed)
+        self.run_dir = Path(o.results_dir) / run_id
+        self.collector = Collector(self.run_dir, run_id)
+        self.contract_broken = ""
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            self.collector.expected_nodes = {c.id for c in runner.clients.ready + runner.clients.running}
+        self.started_ns = time.time_ns()
+        self.close_target()
+        processes = count(1)
+        self.target = target_loader.load(o.target)(
+            TargetContext(parsed, _no_fire, "coordinator", Recorder(False).record, processes.__next__)
+        )
+        keys = self.keys()
+        try:
+            self.start_versions = self.target.reset(keys)
+        except Exception as e:
+            log.error("cachestorm: the target could not reset the run's keys: %s", redact(str(e)))
+            raise
+        if self.start_versions:
+            # Every key's starting version goes into the history, so the analysis counts from there.
+            t = time.time_ns()
+            rows = [
+                (0, "initial", k, "ok", t, t, int(v), None, None, None)
+                for k, v in self.start_versions.items()
+            ]
+            self.collector.add_rows(self.node, [list(c) for c in zip(*rows, strict=True)])
+        if callable(getattr(self.target, "stats", None)):
+            self.stats_greenlet = gevent.spawn(self._sample_stats, self.collector)
+        log.info("cachestorm: run %s started, results in %s", run_id, self.run_dir)
+
+    def keys(self) -> list[str]:
+        assert self.target is not None
+        return [self.target.key(i) for i in range(self.options.keys)]
+
+    def _sample_stats(self, collector: Collector) -> None:
+        """Every second, record the target's counters (f=redis_stat) until killed."""
+        while True:
+            t0 = time.time_ns()
+            try:
+                values = dict(self.target.stats())
+            except Exception as e:
+                log.warning("cachestorm: could not sample the target's stats: %s", redact(str(e)))
+            else:
+                t1 = time.time_ns()
+                rows = [
+                    (0, "redis_stat", name, "ok", t0, t1, None, int(v), None, None)
+                    for name, v in values.items()
+                ]
+                if rows:
+                    collector.add_rows(self.node, [list(c) for c in zip(*rows, strict=True)])
+            gevent.sleep(STATS_INTERVAL_S)
+
+    def on_batch(self, data: dict[str, Any]) -> None:
+        if self.collector is not None:
+            self.collector.add_batch(data)
+
+    def on_end(self, data: dict[str, Any]) -> None:
+        if self.collector is not None:
+            self.collector.add_end(data)
+
+    def drain(self) -> None:
+        """Wait for every worker's last batch. In a headless quit, Locust stops the master before
+        the workers, so ask them to stop and flush rather than wait for a stop that comes later."""
+        runner = self.environment.runner
+        c = self.collector
+        if c is None or not isinstance(runner, MasterRunner):
+            return
+        deadline = time.monotonic() + self.options.drain_timeout
+        asked = False
+        while c.waiting_for() and time.monotonic() < deadline:
+            if not asked:
+                runner.send_message(MSG_DRAIN, {"run": c.run_id})
+                asked = True
+            gevent.sleep(0.05)
+        if c.waiting_for():
+            log.error(
+                "cachestorm: no final history count from %s: run.json will say the history is incomplete",
+                ", ".join(sorted(c.waiting_for())),
+            )
+
+    def final_reads(self, c: Collector) -> None:
+        """Run the ``final_reads(redis, recorder, parsed_options)`` hook of each user class that
+        has one (e.g. CounterUser reads every counter once the users have stopped)."""
+        hooks = [
+            h
+            for h in dict.fromkeys(getattr(u, "final_reads", None) for u in self.environment.user_classes)
+            if h
+        ]
+        if not hooks:
+            return
+        recorder = Recorder()
+        r = redis.Redis.from_url(self.options.redis_url, socket_timeout=5)
+        try:
+            for hook in hooks:
+                hook(r, recorder, self.environment.parsed_options)
+        finally:
+            r.close()
+        add_rows(c, self.node, recorder.take())
+
+    def sweep(self, c: Collector) -> None:
+        """Record, for every key and cache tier, what the cache holds beside the database (f=sweep)."""
+        assert self.target is not None
+        t = time.time_ns()
+        cols: list[list[Any]] = [[] for _ in ROW_COLUMNS]
+        for cached in self.target.sweep(self.keys()):
+            held = cached.held or ("entry" if cached.version is not None else "absent")
+            source = f"{held}:{cached.tier}" if cached.tier else held
+            row = (0, "sweep", cached.key, "ok", t, t, cached.version, cached.db_version, source, None)
+            for col, v in zip(cols, row, strict=True):
+                col.append(v)
+        c.add_rows(self.node, cols)
+
+    def finish_run(self) -> None:
+        c = self.collector
+        if c is None or c.finalized:
+            return
+        self.drain()
+        if self.stats_greenlet is not None:
+            self.stats_greenlet.kill(block=True)
+            self.stats_greenlet = None
+        try:
+            self.final_reads(c)
+        except Exception as e:
+            log.error("cachestorm: the final reads failed: %s", redact(str(e)))
+        sweep_ok = True
+        try:
+            self.sweep(c)
+        except Exception as e:
+            sweep_ok = False
+            log.error("cachestorm: the divergence sweep failed: %s", redact(str(e)))
+        o = self.options
+        meta = {
+            "started_ns": self.started_ns,
+            "stopped_ns": time.time_ns(),
+            "sweep_complete": sweep_ok,
+            "target": {
+                "spec": o.target or target_loader.DEFAULT,
+                "description": describe(self.target) if self.target is not None else "",
+                "start_versions": "reported" if self.start_versions else "zero",
+            },
+            "contract_broken": self.contract_broken or None,
+            "options": run_options(self.environment.parsed_options, o),
+            "locust": {
+                "runner": type(self.environment.runner).__name__,
+                "user_classes": sorted(u.__name__ for u in self.environment.user_classes),
+            },
+        }
+        self.close_target()
+        run = c.finalize(meta)
+        assert self.run_dir is not None
+        latest = self.run_dir.parent / "latest"
+        with contextlib.suppress(OSError):
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(self.run_dir.name)
+        state = "complete" if run["history_complete"] else "INCOMPLETE"
+        print(
+            f"cachestorm: run {c.run_id}: {run['rows']} history rows ({state}) in {self.run_dir}", flush=True
+        )
+        events.run_finished.fire(environment=self.environment, run_dir=self.run_dir, options=o)
+
+    def close_target(self) -> None:
+        if self.target is not None:
+            with contextlib.suppress(Exception):
+                self.target.close()
+        self.target = None
+
+
+def add_rows(collector: Collector, node: str, rows: list[tuple[Any, ...]]) -> None:
+    """Add rows recorded on the master itself to the run's history."""
+    if rows:
+        collector.add_rows(node, [list(c) for c in zip(*rows, strict=True)])
+
+
+def run_options(parsed: Any, o: Options) -> dict[str, Any]:
+    """What run.json records of the options: every non-Locust option (cachestorm's, the target's
+    and any a user module registered, such as the contention workloads' modes), URLs with
+    passwords hidden."""
+    locust_own = default_args_dict()
+    custom = {k: v for k, v in vars(parsed).items() if k not in locust_own}
+    merged = {**custom, **vars(o)}
+    return {k: (redact(v) if isinstance(v, str) else v) for k, v in sorted(merged.items())}
