@@ -184,6 +184,17 @@ class Coordinator:
                 col.append(v)
         c.add_rows(self.node, cols)
 
+    def tier_events(self, c: Collector) -> None:
+        """Record what the target's tiers did on their own (f=tier_event), when it can tell."""
+        report = getattr(self.target, "tier_events", None)
+        if not callable(report):
+            return
+        rows = [
+            (0, "tier_event", e.key, "ok", e.t_ns, e.t_ns, e.version, None, f"{e.what}:{e.tier}", None)
+            for e in report()
+        ]
+        add_rows(c, self.node, rows)
+
     def finish_run(self) -> None:
         c = self.collector
         if c is None or c.finalized:
@@ -196,6 +207,10 @@ class Coordinator:
             self.final_reads(c)
         except Exception as e:
             log.error("cachestorm: the final reads failed: %s", redact(str(e)))
+        try:
+            self.tier_events(c)
+        except Exception as e:
+            log.error("cachestorm: the target's tier events could not be read: %s", redact(str(e)))
         sweep_ok = True
         try:
             self.sweep(c)

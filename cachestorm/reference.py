@@ -49,6 +49,13 @@ def _no_fire(**_kw: Any) -> None:
     return None
 
 
+def peek_redis(r: InstrumentedRedis, key: str) -> Cached:
+    """What Redis holds for ``key``, by a plain GET (``REDIS probe_get``): a miss fills nothing."""
+    raw = r.call("probe_get", r.client.get, key)
+    entry, tomb = parse(raw)
+    return Cached(key, entry, None, held(entry, tomb))
+
+
 class ReferenceCache:
     """Redis + PostgreSQL + notifier, read through and invalidated the ``--strategy``'s way."""
 
@@ -116,10 +123,7 @@ class ReferenceCache:
                 yield Cached(key, cached, db.get(schema.entity_id(key)), held(entry, tomb))
 
     def peek(self, key: str) -> Cached:
-        """What Redis holds for ``key``, by a plain GET: a miss fills nothing."""
-        raw = self.r.call("probe_get", self.r.client.get, key)
-        entry, tomb = parse(raw)
-        return Cached(key, entry, None, held(entry, tomb))
+        return peek_redis(self.r, key)
 
     def notifications_url(self) -> str:
         return self.options.ws_url

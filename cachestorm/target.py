@@ -62,7 +62,9 @@ on the master at each test start: why this run must not start, or None), ``peek(
 cache holds, without filling it: the write probes' read), ``notifications_url()`` (a WebSocket URL
 that pushes ``{"key", "version", "commit_ns"}`` per commit, for the WebSocket listeners),
 ``invalidate_many(keys)`` (drop what the caches hold for ``keys``, for the Invalidator),
-``stats()`` (counters sampled every second into the history, e.g. Redis INFO), ``describe()`` (one
+``stats()`` (counters sampled every second into the history, e.g. Redis INFO),
+``tier_events()`` (on the master at test stop: the :class:`TierEvent` s the system's tiers
+logged, for the cascade latency from a commit to each tier), ``describe()`` (one
 line for the report), and ``reports_requests`` (True when the target's own clients already fire
 Locust's request events, as the HTTP target's do; otherwise cachestorm fires ``TARGET read`` and
 ``TARGET write`` for it).
@@ -101,6 +103,18 @@ class Cached(NamedTuple):
     db_version: int | None
     held: str | None = None
     tier: str | None = None
+
+
+class TierEvent(NamedTuple):
+    """Something a tier did to a key on its own, reported after the run: a cache tier dropping its
+    entry on an invalidation, a frontend pushing a change. ``t_ns`` is on the run's clock
+    (nanoseconds since the epoch); ``what`` says what happened (``"drop"``, ``"push"``)."""
+
+    key: str
+    version: int | None
+    tier: str
+    what: str
+    t_ns: int
 
 
 class NoEffect(Exception):

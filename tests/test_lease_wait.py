@@ -37,30 +37,33 @@ def clients(fresh: ServiceURLs) -> Iterator[tuple[InstrumentedRedis, Instrumente
     pg.close()
 
 
-def reads(rec: Recorder) -> list[dict[str, Any]]:
-    return [d for d in (dict(zip(ROW_COLUMNS, row, strict=True)) for row in rec.take()) if d["f"] == "read"]
+def fills(rec: Recorder) -> list[dict[str, Any]]:
+    return [d for d in (dict(zip(ROW_COLUMNS, row, strict=True)) for row in rec.take()) if d["f"] == "fill"]
+
+
+def fill_recorder(rec: Recorder, who: int) -> Any:
+    """Records each fill under ``who``, so that the test can tell the holder's from the waiter's."""
+    return lambda key, status, t0, t1, version: rec.record(who, "fill", key, status, t0, t1, version)
 
 
 def test_the_reader_without_the_lease_serves_the_holders_fill(
     clients: tuple[InstrumentedRedis, InstrumentedPG],
 ) -> None:
     r, pg = clients
-    rec = Recorder()
-    holder = CacheClient(r, pg, make("versioned", r), rec, fill_delay_ms=150)
-    waiter = CacheClient(r, pg, make("versioned", r), rec)
-    first = gevent.spawn(holder.read, 1, 4)
+    holder = CacheClient(r, pg, make("versioned", r), fill_delay_ms=150)
+    waiter = CacheClient(r, pg, make("versioned", r))
+    first = gevent.spawn(holder.read, KEY)
     gevent.sleep(0.03)  # the holder has its lease and is between its database read and its fill
     assert r.client.get(LEASE_PREFIX + KEY) is not None
     # Meanwhile version 1 commits; its invalidation has not run yet (the window of the race).
     assert pg.write(4, "new") == 1
     t0 = time.monotonic()
-    assert waiter.read(2, 4) == "ok"
+    served = waiter.read(KEY)
     waited = time.monotonic() - t0
-    first.join()
-    holder_row, waiter_row = sorted(reads(rec), key=lambda d: d["process"])
+    held = first.get()
     # The waiter served the cached version 0, not the database's 1, after waiting for the fill.
-    assert (holder_row["version"], waiter_row["version"]) == (0, 0)
-    assert waiter_row["source"] == "miss"
+    assert (held.version, served.version) == (0, 0)
+    assert served.source == "miss"
     assert 0.08 < waited < 1.0
 
 
@@ -70,19 +73,18 @@ def test_the_waiter_takes_the_lease_when_an_invalidation_revokes_it(
     r, pg = clients
     rec = Recorder()
     strategy = make("versioned", r)
-    holder = CacheClient(r, pg, strategy, rec, fill_delay_ms=300)
-    waiter = CacheClient(r, pg, strategy, rec)
-    first = gevent.spawn(holder.read, 1, 4)
+    holder = CacheClient(r, pg, strategy, fill_recorder(rec, 1), fill_delay_ms=300)
+    waiter = CacheClient(r, pg, strategy, fill_recorder(rec, 2))
+    first = gevent.spawn(holder.read, KEY)
     gevent.sleep(0.03)
     writer = gevent.spawn(lambda: strategy.invalidate(KEY, pg.write(4, "new")))  # revokes the lease
-    assert waiter.read(2, 4) == "ok"
+    served = waiter.read(KEY)
     writer.join()
     first.join()
-    rows = [dict(zip(ROW_COLUMNS, row, strict=True)) for row in rec.take()]
     # The waiter got the lease once the write revoked the holder's, and read and filled version 1
     # itself; the holder's fill of version 0 was refused.
-    by = {(d["f"], d["process"]): d for d in rows}
-    assert by["read", 2]["version"] == 1
+    by = {(d["f"], d["process"]): d for d in fills(rec)}
+    assert served.version == 1
     assert (by["fill", 2]["status"], by["fill", 2]["version"]) == ("ok", 1)
     assert (by["fill", 1]["status"], by["fill", 1]["version"]) == ("fail", 0)
     cached = r.client.get(KEY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from functools import partial
 from itertools import count
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from cachestorm.clients import InstrumentedRedis
 from cachestorm.history import ROW_COLUMNS, Recorder
 from cachestorm.probes import Prober
+from cachestorm.reference import peek_redis
 from cachestorm.strategies import encode_entry
 
 pytestmark = pytest.mark.integration
@@ -34,7 +36,7 @@ def rows(recorder: Recorder) -> list[dict[str, Any]]:
 
 def test_probes_read_the_cache_at_each_delay_after_the_write(r: InstrumentedRedis) -> None:
     recorder = Recorder()
-    prober = Prober(r, recorder, (0.05, 0.3), rate=1.0, new_process=count(100).__next__)
+    prober = Prober(partial(peek_redis, r), recorder, (0.05, 0.3), rate=1.0, new_process=count(100).__next__)
     r.client.set(KEY, encode_entry(4, "old"))  # an entry older than the write we probe
     done = time.time_ns()
     prober.after_write(KEY, 5, done)
@@ -53,11 +55,18 @@ def test_probes_read_the_cache_at_each_delay_after_the_write(r: InstrumentedRedi
 
 def test_the_rate_samples_writes(r: InstrumentedRedis) -> None:
     recorder = Recorder()
-    none = Prober(r, recorder, (0.01,), rate=0.0, new_process=count().__next__)
+    none = Prober(partial(peek_redis, r), recorder, (0.01,), rate=0.0, new_process=count().__next__)
     for v in range(200):
         none.after_write(KEY, v, time.time_ns())
     assert none.probed == 0 and len(none.group) == 0
-    half = Prober(r, recorder, (0.01,), rate=0.5, new_process=count().__next__, rng=random.Random(3))
+    half = Prober(
+        partial(peek_redis, r),
+        recorder,
+        (0.01,),
+        rate=0.5,
+        new_process=count().__next__,
+        rng=random.Random(3),
+    )
     for v in range(1000):
         half.after_write(KEY, v, time.time_ns())
     half.group.join(timeout=10)
@@ -67,7 +76,7 @@ def test_the_rate_samples_writes(r: InstrumentedRedis) -> None:
 
 def test_stop_drops_probes_still_waiting(r: InstrumentedRedis) -> None:
     recorder = Recorder()
-    prober = Prober(r, recorder, (0.02, 30.0), rate=1.0, new_process=count().__next__)
+    prober = Prober(partial(peek_redis, r), recorder, (0.02, 30.0), rate=1.0, new_process=count().__next__)
     prober.after_write(KEY, 1, time.time_ns())
     gevent.sleep(0.2)
     t0 = time.monotonic()

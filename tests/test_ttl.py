@@ -8,7 +8,6 @@ import pytest
 
 from cachestorm.cache import CacheClient
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis
-from cachestorm.history import Recorder
 from cachestorm.services import ServiceURLs
 from cachestorm.strategies import STRATEGIES, make
 from tests.conftest import no_events
@@ -20,19 +19,18 @@ pytestmark = pytest.mark.integration
 def test_a_read_after_expiry_refreshes_from_the_database(fresh: ServiceURLs, strategy: str) -> None:
     r = InstrumentedRedis(fresh.redis_url, no_events)
     pg = InstrumentedPG(fresh.pg_dsn, no_events, pool_size=2)
-    rec = Recorder()
-    cache = CacheClient(r, pg, make(strategy, r, ttl_ms=150), rec)
+    cache = CacheClient(r, pg, make(strategy, r, ttl_ms=150))
+    key = "cs:e:3"
     try:
-        assert cache.read(1, 3) == "ok"  # miss: fills with a TTL
-        assert 0 < r.client.pttl("cs:e:3") <= 150
-        assert cache.read(1, 3) == "ok"  # hit
-        assert cache.write(2, 3, "new") == "ok"  # version 1 committed
-        assert cache.read(1, 3) == "ok"  # refills version 1 with a TTL
+        reads = [cache.read(key)]  # miss: fills with a TTL
+        assert 0 < r.client.pttl(key) <= 150
+        reads.append(cache.read(key))  # hit
+        assert cache.write(key, "new") == 1  # version 1 committed
+        reads.append(cache.read(key))  # refills version 1 with a TTL
         time.sleep(0.3)
-        assert r.client.get("cs:e:3") is None  # expired
-        assert cache.read(1, 3) == "ok"
-        reads = [row for row in rec.take() if row[1] == "read"]
-        assert [(row[8], row[6]) for row in reads] == [("miss", 0), ("hit", 0), ("miss", 1), ("miss", 1)]
+        assert r.client.get(key) is None  # expired
+        reads.append(cache.read(key))
+        assert [(x.source, x.version) for x in reads] == [("miss", 0), ("hit", 0), ("miss", 1), ("miss", 1)]
     finally:
         r.close()
         pg.close()
