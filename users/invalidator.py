@@ -19,6 +19,7 @@ import psycopg
 import redis
 from locust import User, between, task
 
+from cachestorm import keys
 from cachestorm.clients import UnknownOutcome
 from cachestorm.plugin import node_worker
 from cachestorm.schema import entity_key
@@ -39,7 +40,7 @@ class Invalidator(User):
         parsed = self.environment.parsed_options
         self.batch = int(getattr(parsed, "invalidate_batch", 100))
         self.keys = int(getattr(parsed, "keys", 10000))
-        self.rng = random.Random(self.process)
+        self.rng = random.Random(keys.user_seed(self.node.options.seed, self.environment, self))
 
     @task
     def invalidate(self) -> None:
