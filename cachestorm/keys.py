@@ -5,14 +5,14 @@ Each factory returns a :class:`KeyChooser` whose :meth:`KeyChooser.next` gives a
 ``next()`` costs a list-iterator step in the Locust hot path rather than a numpy call.
 
 A chooser is deterministic for a given seed; ``seed=None`` draws fresh entropy. Each Locust user
-makes its own chooser with a seed from :func:`derive_seed`, so a run is reproducible from one
-global seed while users do not replay each other's keys. Example::
+makes its own chooser with a seed from :func:`user_seed`, so a run's key choices are reproducible
+from one global seed (``--seed``) while users do not replay each other's keys. Example::
 
     from cachestorm import keys
 
     class CacheUser(User):
         def on_start(self):
-            seed = keys.derive_seed(self.environment.parsed_options.seed, "user", self.user_index)
+            seed = keys.user_seed(self.environment.parsed_options.seed, self.environment, self)
             self.keys = keys.from_name("zipfian", 1_000_000, seed)
 
         @task
@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,8 @@ __all__ = [
     "from_name",
     "hotspot",
     "uniform",
+    "user_identity",
+    "user_seed",
     "zeta",
     "zipfian",
 ]
@@ -66,13 +69,76 @@ def derive_seed(seed: int | None, *parts: int | str) -> int | None:
 
     Example::
 
-        seed = derive_seed(options.seed, "user", user_index)   # one stream per Locust user
-        chooser = zipfian(n, seed)
+        seed = derive_seed(options.seed, "stampede", 3)
+        rng = random.Random(seed)
     """
     if seed is None:
         return None
     digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8, person=b"cachestorm.seed").digest()
     return int.from_bytes(digest, "little")
+
+
+# The attribute a user's ordinal is kept in, and the environment's per-run counters.
+_ORDINAL = "_cachestorm_ordinal"
+_COUNTERS = "_cachestorm_ordinals"
+
+
+def user_identity(environment: Any, user: object) -> tuple[str, int, int]:
+    """A Locust user's stable identity: ``(class name, node index, ordinal)``.
+
+    The ordinal is ``k`` for the ``k``-th user of its class that this node started in the current
+    run (counted from 0, and again from 0 in the next run of the same process); the node index is
+    the runner's ``worker_index`` (0 on a local runner). Neither depends on timing, nor on the
+    user's process ids: a user keeps its identity when it renews its process after an ``info``
+    operation, and Locust creates the users of each class in the same order whenever the user
+    counts it is asked for are the same (its dispatcher is deterministic).
+
+    The ordinal is handed out on the user's first call, so call this (or :func:`user_seed`) in
+    ``on_start`` before anything that yields to gevent: Locust starts the greenlets of the users
+    it spawns in the order it made them, and each runs up to its first yield in that order.
+
+    Example::
+
+        user_identity(environment, reader)   # ("CacheReader", 0, 2): the third CacheReader here
+    """
+    identity: tuple[str, int, int] | None = getattr(user, _ORDINAL, None)
+    if identity is not None:
+        return identity
+    parsed = getattr(environment, "parsed_options", None)
+    run = getattr(parsed, "run_id", None) or ""
+    # On each worker Locust sets the run's parsed options (run_id among them) before it starts
+    # the run's users, so a new run id means a new run: its users count from 0 again.
+    counters: tuple[str, dict[str, int]] | None = getattr(environment, _COUNTERS, None)
+    if counters is None or counters[0] != run:
+        counters = (run, {})
+        setattr(environment, _COUNTERS, counters)
+    name = type(user).__name__
+    ordinal = counters[1].get(name, 0)
+    counters[1][name] = ordinal + 1
+    # A master runs no users and a worker not yet acknowledged has index -1: both count as node 0.
+    node = max(int(getattr(getattr(environment, "runner", None), "worker_index", 0)), 0)
+    identity = (name, node, ordinal)
+    setattr(user, _ORDINAL, identity)
+    return identity
+
+
+def user_seed(seed: int | None, environment: Any, user: object, *parts: int | str) -> int | None:
+    """The seed of one Locust user's random choices: :func:`derive_seed` of ``seed`` (the run's
+    ``--seed``), the user's :func:`user_identity` and ``parts``.
+
+    Two runs with the same seed and the same user counts give every user the same seed, whatever
+    the order the users started in and whatever process ids they were given; ``parts`` tell apart
+    the streams of one user. ``None`` stays ``None``. Call it once, in ``on_start``, and keep what
+    it seeds: a stream must not restart when the user renews its process.
+
+    Example::
+
+        def on_start(self):
+            o = self.environment.parsed_options
+            self.keys = keys.from_name("zipfian", 10_000, keys.user_seed(o.seed, self.environment, self))
+            self.rng = random.Random(keys.user_seed(o.seed, self.environment, self, "phase"))
+    """
+    return derive_seed(seed, *user_identity(environment, user), *parts)
 
 
 class KeyChooser:

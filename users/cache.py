@@ -37,12 +37,12 @@ class _CacheUser(User):
         assert self.node.operations is not None
         self.ops = self.node.operations
         self.process = self.node.new_process()
-        self.keys = keys.from_name(o.key_distribution, o.keys, keys.derive_seed(o.seed, self.process))
+        self.keys = keys.from_name(o.key_distribution, o.keys, keys.user_seed(o.seed, self.environment, self))
         self.next_key = self.keys.next
         schedule = o.schedule()
         if schedule is not None:
             # Phases drawn apart so that users spread over the schedule instead of arriving together.
-            phase = random.Random(keys.derive_seed(o.seed, -self.process)).random()
+            phase = random.Random(keys.user_seed(o.seed, self.environment, self, "phase")).random()
             slots = self.arrival_slots(o.arrival_users(), self.environment.user_classes)
             self.arrivals = schedule.arrivals(slots, phase)
             self.wait_time = self._until_due  # type: ignore[method-assign]

@@ -2,7 +2,8 @@
 
 Each user is one *process* of the history: one operation per task, and a fresh process id after
 an operation whose outcome is unknown (``info``). Keys are drawn uniformly with a per-user
-``random.Random`` seeded from the run's seed and the process id. The Redis side (scripts, modes,
+``random.Random`` seeded from the run's seed and the user's identity (``keys.user_seed``), which
+a renewed process id does not change. The Redis side (scripts, modes,
 statuses) is :mod:`cachestorm.contention`; docs/contention.md describes the workloads.
 
 The options are registered by :func:`add_arguments`, which cachestorm.options calls.
@@ -135,7 +136,7 @@ class _ContentionUser(User):
         self.r = self.node.r
         self.opts = self.environment.parsed_options
         self.process = self.node.new_process()
-        self.rng = random.Random(keys.derive_seed(self.node.options.seed, self.process))
+        self.rng = random.Random(keys.user_seed(self.node.options.seed, self.environment, self))
 
     def renew(self, status: str) -> None:
         if status == "info":

@@ -15,6 +15,7 @@ import time
 
 from locust import User, between, task
 
+from cachestorm import keys
 from cachestorm.node import node_of
 
 now = time.time_ns
@@ -32,7 +33,7 @@ class Invalidator(User):
         parsed = self.environment.parsed_options
         self.batch = int(getattr(parsed, "invalidate_batch", 100))
         self.keys = int(getattr(parsed, "keys", 10000))
-        self.rng = random.Random(self.process)
+        self.rng = random.Random(keys.user_seed(self.node.options.seed, self.environment, self))
 
     @task
     def invalidate(self) -> None:
@@ -41,15 +42,15 @@ class Invalidator(User):
         if invalidate_many is None:
             raise RuntimeError("Invalidator needs a target with invalidate_many(keys) (docs/targets.md)")
         ids = self.rng.sample(range(self.keys), min(self.batch, self.keys))
-        keys = [self.node.operations.keys[i] for i in ids]
+        batch = [self.node.operations.keys[i] for i in ids]
         t0 = now()
         try:
-            invalidate_many(keys)
+            invalidate_many(batch)
         except Exception:
             # Part of the batch may have been dropped: the outcome is unknown.
             self.node.recorder.record(
-                self.process, "invalidate_batch", None, "info", t0, now(), None, len(keys)
+                self.process, "invalidate_batch", None, "info", t0, now(), None, len(batch)
             )
             self.process = self.node.new_process()
             return
-        self.node.recorder.record(self.process, "invalidate_batch", None, "ok", t0, now(), None, len(keys))
+        self.node.recorder.record(self.process, "invalidate_batch", None, "ok", t0, now(), None, len(batch))

@@ -31,6 +31,7 @@ import psycopg
 import redis
 from locust import User, constant, task
 
+from cachestorm import keys
 from cachestorm.clients import UnknownOutcome
 from cachestorm.node import node_of
 
@@ -69,7 +70,7 @@ class StampedeUser(User):
         self.hot = int(getattr(parsed, "stampede_keys", 3))
         self.recompute_s = float(getattr(parsed, "recompute_ms", 50.0)) / 1000.0
         self.ttl_ms = int(getattr(parsed, "ttl_ms", 0) or 0)
-        self.rng = random.Random(self.process)
+        self.rng = random.Random(keys.user_seed(self.node.options.seed, self.environment, self))
         assert self.node.r is not None and self.node.pg is not None
         self.r = self.node.r
         self.pg = self.node.pg

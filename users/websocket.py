@@ -13,6 +13,7 @@ import time
 import websocket
 from locust import User, constant, task
 
+from cachestorm import keys
 from cachestorm.clients import InstrumentedWebSocket
 from cachestorm.node import node_of
 
@@ -36,7 +37,7 @@ class WebSocketListener(User):
         self.record = self.node.recorder.record
         self.local: dict[str, int] = {}
         self.known: list[str] = []
-        self.rng = random.Random()
+        self.rng = random.Random(keys.user_seed(self.node.options.seed, self.environment, self))
         self._open()
 
     def _open(self) -> None:
