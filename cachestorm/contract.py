@@ -2,15 +2,18 @@
 
 The checks assume that, per key, the versions a target's writes return grow by exactly 1 per
 committed write, starting from the version the key had at reset. One node sees only its own
-writes, so it can catch a write whose version is not an integer or is at or below one it already
-saw committed for the key; gaps and repeats across nodes are the analysis's to find.
+writes, so it can catch a write whose version is not an integer, is one another of its writes
+already returned, or is at or below a version committed before the write began (a write that
+overlapped another may return a lower version than it, but never one lower than what was already
+committed when it started). Gaps and repeats across nodes are the analysis's to find.
 
 Example::
 
     contract = Contract()
     contract.started({"user:1": 4})
-    contract.check_write("user:1", 5)     # fine
-    contract.check_write("user:1", 5)     # ContractError: version 5 of user:1 was already committed
+    floor = contract.floor("user:1")          # 4, when the write begins
+    contract.check_write("user:1", 5, floor)  # fine
+    contract.check_write("user:1", 5, floor)  # ContractError: version 5 was already returned
 """
 
 from __future__ import annotations
@@ -25,12 +28,23 @@ class Contract:
 
     def __init__(self) -> None:
         self.committed: dict[str, int] = {}
+        self.returned: dict[str, set[int]] = {}
 
     def started(self, versions: dict[str, int] | None) -> None:
         """A new run: keys start at 0, or at the versions the target's reset reported."""
         self.committed = dict(versions or {})
+        self.returned = {}
 
-    def check_write(self, key: str, version: Any) -> int:
+    def floor(self, key: str) -> int:
+        """The highest version of ``key`` known committed now: a write beginning now must exceed it."""
+        return self.committed.get(key, 0)
+
+    def note_committed(self, key: str, version: int) -> None:
+        """A write's version is known committed, although the write's outcome is not."""
+        if version > self.committed.get(key, 0):
+            self.committed[key] = version
+
+    def check_write(self, key: str, version: Any, floor: int) -> int:
         """``version`` as returned by a write of ``key``, or :class:`ContractError` saying what is wrong."""
         if version is None:
             raise ContractError(
@@ -42,13 +56,21 @@ class Contract:
                 f"the write of key {key!r} returned {version!r}, not an integer version: a target's "
                 "write must return the version it committed"
             )
-        before = self.committed.get(key, 0)
-        if version <= before:
+        if version <= floor:
             raise ContractError(
-                f"the write of key {key!r} returned version {version}, but version {before} was already "
-                "committed: versions must grow by exactly 1 per committed write (docs/targets.md)"
+                f"the write of key {key!r} returned version {version}, but version {floor} was already "
+                "committed when it began: versions must grow by exactly 1 per committed write "
+                "(docs/targets.md)"
             )
-        self.committed[key] = version
+        seen = self.returned.setdefault(key, set())
+        if version in seen:
+            raise ContractError(
+                f"two writes of key {key!r} returned version {version}: versions must grow by exactly 1 "
+                "per committed write (docs/targets.md)"
+            )
+        seen.add(version)
+        if version > self.committed.get(key, 0):
+            self.committed[key] = version
         return version
 
     @staticmethod

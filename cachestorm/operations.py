@@ -117,6 +117,7 @@ class Operations:
     def write(self, process: int, index: int, t_intended: int | None = None) -> str:
         """Write the ``index``-th key through the target; ``ok`` only when the call returned."""
         key = self.keys[index]
+        floor = self.contract.floor(key)
         t0 = now()
         try:
             got = self._write(key)
@@ -132,8 +133,8 @@ class Operations:
         except AfterCommit as e:
             t1 = now()
             version = e.version if type(e.version) is int else None
-            if version is not None and version > self.contract.committed.get(key, 0):
-                self.contract.committed[key] = version
+            if version is not None:
+                self.contract.note_committed(key, version)
             self.append((process, "write", key, "info", t0, t1, version, None, None, t_intended))
             self._report("write", t0, t1, e)
             return "info"
@@ -144,7 +145,7 @@ class Operations:
             return "info"
         t1 = now()
         try:
-            version = self.contract.check_write(key, got)
+            version = self.contract.check_write(key, got, floor)
         except ContractError as e:
             self.append((process, "write", key, "info", t0, t1, None, None, None, t_intended))
             self._break(str(e))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import Iterator, Sequence
 from itertools import count
 from typing import Any
@@ -31,18 +30,14 @@ from cachestorm import embedded, schema
 from cachestorm.cache import CacheClient
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis, UnknownOutcome
 from cachestorm.options import Options
-from cachestorm.services import EmbeddedServices, ServiceError, check_pg, check_redis, check_ws, redact
 from cachestorm.strategies import held, parse
 from cachestorm.strategies import make as make_strategy
 from cachestorm.target import Cached, Read, TargetContext
-
-log = logging.getLogger("cachestorm")
 
 #: The notifier's channel for bulk invalidations (the Invalidator's), beside per-commit changes.
 INVALIDATION_CHANNEL = "cachestorm_invalidation"
 REDIS_STATS = {"stats": ("evicted_keys", "keyspace_hits", "keyspace_misses"), "memory": ("used_memory",)}
 SWEEP_BATCH = 1000
-SERVICE_FLAGS = ("--redis-url", "--pg-dsn", "--ws-url")
 
 
 def _no_fire(**_kw: Any) -> None:
@@ -61,8 +56,6 @@ class ReferenceCache:
 
     #: Its Redis and PostgreSQL clients fire ``REDIS`` and ``PG`` request events of their own.
     reports_requests = True
-    #: The session's service URLs, ``(redis_url, pg_dsn, ws_url)``, on the master.
-    session_urls: tuple[str, str, str] = ("", "", "")
 
     def __init__(self, context: TargetContext) -> None:
         self.options = o = Options.from_parsed(context.options)
@@ -168,68 +161,12 @@ class ReferenceCache:
     @classmethod
     def setup(cls, environment: Any) -> None:
         """Start the embedded services, or check the given ones, once per session on the master."""
-        parsed = environment.parsed_options
-        o = Options.from_parsed(parsed)
-        flags = dict(zip(SERVICE_FLAGS, (o.redis_url, o.pg_dsn, o.ws_url), strict=True))
-        given = [flag for flag, url in flags.items() if url]
-        if 0 < len(given) < len(flags):
-            missing = [flag for flag in flags if flag not in given]
-            embedded.fatal(
-                f"{', '.join(given)} given but {', '.join(missing)} not: "
-                "give all three service URLs, or none to start embedded services."
-            )
-        try:
-            if not given:
-                log.info(
-                    "cachestorm: no service URLs given, starting embedded Redis, PostgreSQL and notifier"
-                )
-                services = EmbeddedServices()
-                embedded.adopt(services)
-                urls = services.start(
-                    redis_maxmemory=o.redis_maxmemory or None,
-                    redis_eviction_policy=o.redis_eviction_policy if o.redis_maxmemory else None,
-                )
-                parsed.redis_url, parsed.pg_dsn, parsed.ws_url = urls.redis_url, urls.pg_dsn, urls.ws_url
-                log.info(
-                    "cachestorm: embedded services: redis %s, postgresql %s, notifier %s",
-                    redact(urls.redis_url),
-                    redact(urls.pg_dsn),
-                    urls.ws_url,
-                )
-            else:
-                check_redis(o.redis_url)
-                check_pg(o.pg_dsn)
-                check_ws(o.ws_url)
-                with psycopg.connect(o.pg_dsn, autocommit=True) as conn:
-                    schema.install(conn)
-        except ServiceError as e:
-            embedded.fatal(str(e))
-        cls.session_urls = (parsed.redis_url, parsed.pg_dsn, parsed.ws_url)
+        embedded.setup_services(environment)
 
     @classmethod
     def run_problem(cls, environment: Any) -> str | None:
-        """Take the URLs of a run started from the web UI, whose form posts every field.
-
-        A blank field keeps the session's service; a new URL is checked first. Returns what is
-        wrong, in one line, when a new URL does not work: the run must not start against it.
-        """
-        parsed = environment.parsed_options
-        posted = (parsed.redis_url, parsed.pg_dsn, parsed.ws_url)
-        wanted = tuple(new or old for new, old in zip(posted, cls.session_urls, strict=True))
-        if wanted != cls.session_urls:
-            try:
-                checks = (check_redis, check_pg, check_ws)
-                for check, new, old in zip(checks, wanted, cls.session_urls, strict=True):
-                    if new != old:
-                        check(new)
-                with psycopg.connect(wanted[1], autocommit=True) as conn:
-                    schema.install(conn)
-            except ServiceError as e:
-                parsed.redis_url, parsed.pg_dsn, parsed.ws_url = cls.session_urls
-                return str(e)
-            cls.session_urls = (wanted[0], wanted[1], wanted[2])
-        parsed.redis_url, parsed.pg_dsn, parsed.ws_url = cls.session_urls
-        return None
+        """A run started from the web UI may name other services: check them first."""
+        return embedded.adopt_posted_urls(environment)
 
     @classmethod
     def teardown(cls) -> None:
