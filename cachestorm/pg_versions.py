@@ -324,7 +324,8 @@ def install(conn: Any, table: str, *, key_column: str, column: str = DEFAULT_COL
         ) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
         raise VersionsError(
-            f"not allowed to change {t.display} ({_one_line(exc)}): connect as its owner."
+            f"not allowed to change {t.display} ({_one_line(exc)}): "
+            f"connect as the table's owner, with CREATE on schema {t.schema} (for the function)."
         ) from exc
     return done
 
@@ -367,6 +368,10 @@ def uninstall(conn: Any, table: str, column: str = DEFAULT_COLUMN) -> list[str]:
         raise VersionsError(
             f"{t.display} stayed locked by other sessions for {LOCK_TIMEOUT}: "
             "retry when long transactions on it have finished."
+        ) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise VersionsError(
+            f"not allowed to change {t.display} ({_one_line(exc)}): connect as the table's owner."
         ) from exc
     return done
 

@@ -241,6 +241,13 @@ def test_rolled_back_writes_leave_the_version_where_it_was(conn: psycopg.Connect
             conn.execute("UPDATE users SET name = 'w' WHERE id = 1")
         assert pg_versions.read_versions(other, "users", "id", keys=[1, 2]) == {1: 1, 2: 0}
 
+        # First written inside a released savepoint, the row's xmin is a subtransaction's.
+        with conn.transaction():
+            with conn.transaction():
+                conn.execute("UPDATE users SET name = 's' WHERE id = 2")
+            conn.execute("UPDATE users SET name = 't' WHERE id = 2")
+        assert pg_versions.read_versions(other, "users", "id", keys=[1, 2]) == {1: 1, 2: 1}
+
 
 def test_inserts_start_at_one_and_upserts_count_as_updates(conn: psycopg.Connection[Any]) -> None:
     pg_versions.install(conn, "users", key_column="id")
@@ -423,6 +430,39 @@ def test_install_under_another_column_name_is_refused(conn: psycopg.Connection[A
     with pytest.raises(pg_versions.VersionsError, match="is used by other objects"):
         pg_versions.uninstall(conn, "users", column="ver")
     assert pg_versions.status(conn, "users").installed
+
+
+@pytest.fixture
+def roles(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
+    """An unprivileged owner of the app's table, and a writer allowed only to read and update it."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, writer = f"pgv_owner_{suffix}", f"pgv_writer_{suffix}"
+    for role in (owner, writer):
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("ALTER TABLE users OWNER TO {}").format(sql.Identifier(owner)))
+    conn.execute(sql.SQL("GRANT SELECT, UPDATE ON users TO {}").format(sql.Identifier(writer)))
+    # Since PostgreSQL 15 only the database owner may create in schema public by default.
+    conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(owner)))
+    yield owner, writer
+    for role in (owner, writer):
+        conn.execute(sql.SQL("REASSIGN OWNED BY {} TO postgres").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_works_without_superuser(dsn: str, roles: tuple[str, str]) -> None:
+    owner, writer = roles
+    with psycopg.connect(dsn, user=writer, autocommit=True) as app:
+        with pytest.raises(pg_versions.VersionsError, match=re.escape("not allowed to change public.users")):
+            pg_versions.install(app, "users", key_column="id")
+        with psycopg.connect(dsn, user=owner, autocommit=True) as own:
+            pg_versions.install(own, "users", key_column="id")
+            app.execute("UPDATE users SET name = 'w' WHERE id <= 2")
+            app.execute("UPDATE users SET name = 'v' WHERE id = 1")
+            assert pg_versions.read_versions(app, "users", "id", keys=[1, 2, 3]) == {1: 2, 2: 1, 3: 0}
+            assert pg_versions.reset(own, "users") == 2
+            assert set(pg_versions.read_versions(own, "users", "id").values()) == {0}
+            pg_versions.uninstall(own, "users")
 
 
 # --------------------------------------------------------------------------------------------
