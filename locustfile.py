@@ -12,11 +12,11 @@ See README.md and docs/ for the options, the op history and the checks.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from locust import events
 
+from analysis import at_run_end
 from cachestorm import embedded, options, plugin
 from cachestorm import events as cachestorm_events
 from shapes import OpenModel, Soak, Spike, Stages, StagesError, StepRamp, load_stages, open_model_problem
@@ -53,10 +53,9 @@ __all__ = [
     "WebSocketListener",
 ]
 
-HERE = str(Path(__file__).resolve().parent)
-
 events.init_command_line_parser.add_listener(options.add_arguments)
 events.init_command_line_parser.add_listener(contention.add_arguments)
+cachestorm_events.run_finished.add_listener(at_run_end.judge)
 
 
 def choose_shape(environment: Any) -> None:
@@ -80,23 +79,6 @@ def run_shape_problem(environment: Any) -> str | None:
     # "Default" is what the web UI's picker calls running without a shape.
     name = type(shape).__name__ if shape is not None else "Default"
     return open_model_problem(environment.parsed_options, name)
-
-
-@cachestorm_events.run_finished.add_listener
-def verdict(environment: Any, run_dir: Any, options: Any, **_kw: Any) -> None:
-    """``--verdict``: judge the run as it ends, and make the verdict Locust's exit code."""
-    if not options.verdict:
-        return
-    # Imported only when asked for: the analysis pulls in pandas, which the load path never needs.
-    # Locust takes this file's directory off sys.path once the file is loaded.
-    if HERE not in sys.path:
-        sys.path.insert(0, HERE)
-    from analysis.__main__ import main as analyse  # noqa: PLC0415
-
-    code = analyse([str(run_dir)])
-    # A run already stopped for bad input (a broken target contract) keeps its exit code.
-    if environment.process_exit_code != 2:
-        environment.process_exit_code = code
 
 
 @events.init.add_listener

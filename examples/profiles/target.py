@@ -21,10 +21,19 @@ class Profiles:
 
     @classmethod
     def add_arguments(cls, parser):
-        parser.add_argument("--profiles-fill", env_var="PROFILES_FILL", default="guarded",
-                            choices=("guarded", "textbook"), help="Profiles: how the cache is kept in step")
-        parser.add_argument("--profiles-fill-delay-ms", type=float, default=0.0,
-                            help="Profiles: pause between the database read and the cache fill")
+        parser.add_argument(
+            "--profiles-fill",
+            env_var="PROFILES_FILL",
+            default="guarded",
+            choices=("guarded", "textbook"),
+            help="Profiles: how the cache is kept in step",
+        )
+        parser.add_argument(
+            "--profiles-fill-delay-ms",
+            type=float,
+            default=0.0,
+            help="Profiles: pause between the database read and the cache fill",
+        )
 
     @classmethod
     def setup(cls, environment):  # no --redis-url/--pg-dsn: start embedded ones

@@ -10,6 +10,8 @@ from typing import Any
 
 from locust import between, events
 
+from analysis import at_run_end
+from cachestorm import events as cachestorm_events
 from cachestorm import options, plugin
 from shapes import StepRamp
 from users import CacheReader, CacheWriter, WebSocketListener
@@ -17,6 +19,7 @@ from users import CacheReader, CacheWriter, WebSocketListener
 __all__ = ["FastReader", "FastWriter", "Listener", "StepRamp"]
 
 events.init_command_line_parser.add_listener(options.add_arguments)
+cachestorm_events.run_finished.add_listener(at_run_end.judge)
 
 
 class FastReader(CacheReader):

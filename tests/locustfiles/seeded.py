@@ -11,12 +11,15 @@ from typing import Any
 
 from locust import between, events
 
+from analysis import at_run_end
+from cachestorm import events as cachestorm_events
 from cachestorm import options, plugin
 from users import CacheReader, CacheWriter, CounterUser, contention
 
 __all__ = ["SeededCounter", "SeededReader", "SeededWriter"]
 
 events.init_command_line_parser.add_listener(options.add_arguments)
+cachestorm_events.run_finished.add_listener(at_run_end.judge)
 events.init_command_line_parser.add_listener(contention.add_arguments)
 
 
