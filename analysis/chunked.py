@@ -7,7 +7,7 @@ The history is read ``n_chunks`` times, one row group at a time, keeping each ti
 whose key hashes (CRC-32 of the key string) into the partition; rows without a key go to partition
 0. Only one partition (plus one row group) is in memory at once. Two more passes read the keys (to
 assign partitions) and the rows of the global checks below. The checks of one partition share its
-derived arrays (:func:`analysis.checks.sharing`). Strings are read as dictionaries
+derived arrays (:func:`analysis.kernels.sharing`). Strings are read as dictionaries
 (pandas categoricals, no Python string objects) and nullable integers straight into ``Int64``.
 
 Per partition (exact: every row a check compares with another shares its key):
