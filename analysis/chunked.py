@@ -7,7 +7,7 @@ The history is read ``n_chunks`` times, one row group at a time, keeping each ti
 whose key hashes (CRC-32 of the key string) into the partition; rows without a key go to partition
 0. Only one partition (plus one row group) is in memory at once. Two more passes read the keys (to
 assign partitions) and the rows of the global checks below. The checks of one partition share its
-derived arrays (:func:`analysis.checks.sharing`). Strings are read as dictionaries
+derived arrays (:func:`analysis.kernels.sharing`). Strings are read as dictionaries
 (pandas categoricals, no Python string objects) and nullable integers straight into ``Int64``.
 
 Per partition (exact: every row a check compares with another shares its key):
@@ -48,8 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis import checks, contention, open_model
-from analysis.checks import CHECK_NAMES, LATENCY_GROUPS, NS_PER_S, Options, latency_stats
+from analysis.kernels import sharing
 from analysis.load import (
     ADDED_IN_V2,
     CATEGORICAL,
@@ -61,40 +60,16 @@ from analysis.load import (
     present_columns,
     with_added_columns,
 )
+from analysis.options import Options
+from analysis.registry import CHECKS, Check, Chunking, Context
+from analysis.runinfo import NO_RUN_NOTE, generator_note
 from analysis.verdict import CheckResult, Verdict
 
-#: Checks run per partition and merged.
-LOCAL_CHECKS = (
-    "stale_read",
-    "future_read",
-    "monotonic_read",
-    "divergence",
-    "hit_ratio",
-    "counter",
-    "stampede",
-    "tx_atomicity",
-    "lock_safety",
-    "eviction",
-)
-#: Figures that are the same in every partition (options, or computed from broadcast rows).
-SAME = {
-    "tolerance_ns",
-    "ttl_ms",
-    "expect_single",
-    "samples",
-    "evictions",
-    "eviction_window_s",
-    "keyspace_hits",
-    "keyspace_misses",
-    "hit_ratio",
-    "used_memory_max",
-}
+#: Checks run per partition and merged, in the registry's order.
+LOCAL_CHECKS = tuple(c.name for c in CHECKS if c.chunking is Chunking.PARTITION)
+#: Operations whose rows go to every partition.
+BROADCAST = sorted({f for c in CHECKS for f in c.broadcast})
 EVERY = 255  # the partition of rows that go to every partition
-APPROX = {
-    "stale_read": ["age_p50_us", "age_p99_us"],
-    "stampede": ["p99_loads_per_epoch"],
-    "lock_safety": ["by_source.span_s", "by_source.ops_per_s", "by_source.accepted_per_s"],
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,7 +102,7 @@ class _Source:
     def buckets(self) -> list[np.ndarray]:
         """Per row group, each row's partition (computed once, one byte per row).
 
-        ``redis_stat`` rows get :data:`EVERY`: they belong to every partition.
+        Rows of :data:`BROADCAST` operations get :data:`EVERY`: they belong to every partition.
         """
         if self._buckets is None:
             self._buckets = []
@@ -135,7 +110,7 @@ class _Source:
             for pf, i, _ in self.parts:
                 table = pf.read_row_group(i, columns=["key", "f"])
                 bucket = _bucket_of(table.column("key").combine_chunks(), self.n_chunks, memo)
-                bucket[_f_in(table, ["redis_stat"])] = EVERY
+                bucket[_f_in(table, BROADCAST)] = EVERY
                 self._buckets.append(bucket)
         return self._buckets
 
@@ -155,7 +130,7 @@ class _Source:
         return _frame(tables or [pa.table({})]), numbers
 
     def partitions(self) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-        """Each partition in turn; ``redis_stat`` rows are in every one."""
+        """Each partition in turn; :data:`BROADCAST` rows are in every one."""
         buckets = self.buckets()
         for b in range(self.n_chunks):
 
@@ -200,7 +175,7 @@ def _frame(tables: list[pa.Table]) -> pd.DataFrame:
 # Merging
 
 
-def _merge_figures(values: list[Any], name: str) -> Any:
+def _merge_figures(values: list[Any], name: str, same: tuple[str, ...]) -> Any:
     present = [v for v in values if v is not None]
     if not present:
         return None
@@ -209,8 +184,8 @@ def _merge_figures(values: list[Any], name: str) -> Any:
         keys: list[str] = []
         for v in present:
             keys += [k for k in v if k not in keys]
-        return {k: _merge_figures([v.get(k) for v in present], k) for k in keys}
-    if name in SAME or isinstance(first, bool | str):
+        return {k: _merge_figures([v.get(k) for v in present], k, same) for k in keys}
+    if name in same or isinstance(first, bool | str):
         return first
     if name.startswith(("max", "age_", "p99")) or name.endswith("_max") or name in ("span_s",):
         return max(present)
@@ -232,91 +207,35 @@ def _remap(examples: list[dict[str, Any]], rows: np.ndarray) -> list[dict[str, A
     return out
 
 
-def _merge(name: str, parts: list[tuple[CheckResult, np.ndarray]], examples: int) -> CheckResult:
+def _merge(
+    check: Check, parts: list[tuple[CheckResult, np.ndarray]], kept: list[Any], examples: int
+) -> CheckResult:
+    """One check's partition results as one: see the module docstring for how figures merge."""
+    name = check.name
     ran = [(r, rows) for r, rows in parts if not r.skipped]
     if not ran:
         return parts[0][0]
-    figures = _merge_figures([r.figures for r, _ in ran], name)
+    figures = _merge_figures([r.figures for r, _ in ran], name, check.same)
     violations = sum(r.violations for r, _ in ran)
     shown: list[dict[str, Any]] = []
     for r, rows in ran:
         shown += _remap(r.examples, rows)
-    _recompute(name, figures)
-    if name in APPROX:
-        figures["merged_approx"] = APPROX[name]
+    if check.recompute is not None:
+        check.recompute(figures)
+    if check.approx:
+        figures["merged_approx"] = list(check.approx)
     passed = all(r.passed for r, _ in ran)
-    return CheckResult(name, passed=passed, violations=violations, figures=figures, examples=shown[:examples])
-
-
-def _recompute(name: str, figures: dict[str, Any]) -> None:
-    """Ratios and means from merged counts."""
-    if name == "hit_ratio":
-        total = figures["hits"] + figures["misses"]
-        figures["ratio"] = figures["hits"] / total if total else None
-    elif name == "tx_atomicity":
-        transfers = figures["transfers_ok"] + figures["transfers_fail"] + figures["transfers_info"]
-        figures["watch_abort_rate"] = figures["transfers_fail"] / transfers if transfers else None
-    elif name == "stampede":
-        loaded = figures["epochs_loaded"]
-        figures["mean_loads_per_epoch"] = round(figures["db_loads"] / loaded, 3) if loaded else None
-        for guard in (figures.get("by_guard") or {}).values():
-            n = guard["epochs_loaded"]
-            guard["mean_loads_per_epoch"] = round(guard["db_loads"] / n, 3) if n else None
-    elif name == "lock_safety":
-        for mode in (figures.get("by_source") or {}).values():
-            span = mode.get("span_s")
-            mode["ops_per_s"] = round(mode["guarded_writes"] / span, 3) if span else None
-            mode["accepted_per_s"] = round(mode["accepted"] / span, 3) if span else None
+    if check.worst_first is not None:
+        shown = sorted(shown, key=check.worst_first)
+    shown = shown[:examples]
+    merged = CheckResult(name, passed=passed, violations=violations, figures=figures, examples=shown)
+    if check.finish is not None:
+        check.finish(merged, kept)
+    return merged
 
 
 # --------------------------------------------------------------------------------------------------
 # The checks
-
-
-def _local(name: str, h: pd.DataFrame, run: dict[str, Any] | None, o: Options) -> CheckResult:
-    tol, n = o.tolerance_ns, o.examples
-    if name == "stale_read":
-        return checks.check_stale_read(h, tol, n)
-    if name == "future_read":
-        return checks.check_future_read(h, tol, n)
-    if name == "monotonic_read":
-        return checks.check_monotonic_read(h, n)
-    if name == "divergence":
-        return checks.check_divergence(h, n)
-    if name == "hit_ratio":
-        return checks.check_hit_ratio(h)
-    if name == "counter":
-        return contention.check_counter(h, tol, n)
-    if name == "stampede":
-        return contention.check_stampede(h, o.stampede_guard == "lock", n)
-    if name == "tx_atomicity":
-        return contention.check_tx_atomicity(h, n)
-    if name == "lock_safety":
-        return contention.check_lock_safety(h, o.lock_ttl_ns, tol, n)
-    if name == "eviction":
-        return contention.check_eviction(h, tol, n)
-    raise ValueError(name)
-
-
-def _durations(h: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per latency group, the durations (ns) of this frame's ok operations, as check_latency groups them."""
-    f, status = h["f"], h["status"]
-    ok = (status == "ok").to_numpy()
-    duration = h["t_complete"].to_numpy() - h["t_invoke"].to_numpy()
-    read = ok & (f == "read").to_numpy()
-    masks = {
-        "read_hit": read & (h["source"] == "hit").to_numpy(),
-        "read_miss": read & (h["source"] == "miss").to_numpy(),
-        "write": ok & (f == "write").to_numpy(),
-        "fill": ok & (f == "fill").to_numpy(),
-    }
-    masks.update({g: ok & (f == g).to_numpy() for g in checks.CONTENTION_LATENCY_OPS})
-    out = {g: duration[m] for g, m in masks.items()}
-    recv = ok & (f == "ws_recv").to_numpy() & h["value"].notna().to_numpy()
-    out["notification"] = (
-        h["t_complete"].to_numpy()[recv] - h["value"].to_numpy(dtype="int64", na_value=0)[recv]
-    )
-    return out
 
 
 def run_checks_chunked(
@@ -338,70 +257,47 @@ def run_checks_chunked(
     n = options.examples
     source = _Source(path, n_chunks)
 
-    results: dict[str, list[tuple[CheckResult, np.ndarray]]] = {name: [] for name in LOCAL_CHECKS}
-    kept: dict[str, list[np.ndarray]] = {g: [] for g in LATENCY_GROUPS}
-    readers: list[np.ndarray] = []
-    scheduled: list[open_model.Sample] = []
-    load_seconds: list[np.ndarray] = []
+    local = [c for c in CHECKS if c.chunking is Chunking.PARTITION]
+    aggregates = [c for c in CHECKS if c.chunking is Chunking.AGGREGATE]
+    results: dict[str, list[tuple[CheckResult, np.ndarray]]] = {c.name: [] for c in local}
+    kept: dict[str, list[Any]] = {c.name: [] for c in local}
+    collected: dict[str, list[Any]] = {c.name: [] for c in aggregates}
     for frame, rows in source.partitions():
         # Checks of one partition share its derived arrays (stale flags for stale_read and eviction).
-        with checks.sharing(frame):
-            for name in LOCAL_CHECKS:
-                results[name].append((_local(name, frame, run, options), rows))
-        for group, values in _durations(frame).items():
-            kept[group].append(values)
-        scheduled.append(open_model.collect(frame))
-        read = (frame["f"] == "read") & (frame["status"] == "ok")
-        read &= frame["key"].notna() & frame["version"].notna()
-        readers.append(np.unique(frame.loc[read, "process"].to_numpy()))
-        loads = (frame["f"] == "db_load") & (frame["status"] == "ok") & frame["key"].notna()
-        load_seconds.append(frame.loc[loads, "t_invoke"].to_numpy() // NS_PER_S)
+        with sharing(frame):
+            context = Context(frame, run, options, len(frame))
+            for check in local:
+                results[check.name].append((check.call(context), rows))
+        for check in local:
+            if check.keep is not None:
+                kept[check.name].append(check.keep(frame))
+        for check in aggregates:
+            assert check.collect is not None
+            collected[check.name].append(check.collect(frame))
         del frame
 
-    merged = {name: _merge(name, parts, n) for name, parts in results.items()}
-    if not merged["monotonic_read"].skipped:
-        merged["monotonic_read"].figures["processes"] = len(np.unique(np.concatenate(readers)))
-    if not merged["stampede"].skipped:
-        seconds = np.concatenate(load_seconds)
-        merged["stampede"].figures["peak_db_loads_per_s"] = int(
-            np.unique(seconds, return_counts=True)[1].max()
-        )
-    # stale_read's worst-first examples: keep the oldest across partitions.
-    stale = merged["stale_read"]
-    if stale.examples:
-        pool = [e for parts in results["stale_read"] for e in _remap(parts[0].examples, parts[1])]
-        stale.examples = sorted(pool, key=lambda e: -(e.get("age_us") or 0))[:n]
-
-    groups = {g: latency_stats(np.concatenate(kept[g])) for g in LATENCY_GROUPS}
-    latency = (
-        CheckResult.skip("latency", "no ok operations to time", groups)
-        if all(s["count"] == 0 for s in groups.values())
-        else CheckResult("latency", passed=True, figures=groups)
-    )
-
-    ws_frame, ws_rows, ib_frame = _global_subsets(source)
-    ws = checks.check_ws_delivery(ws_frame, options.ws_grace_ns, options.tolerance_ns, n)
-    ws.examples = _remap(ws.examples, ws_rows)
-    del ws_frame
-    invalidation = contention.check_invalidation_latency(ib_frame)
-
-    by_name: dict[str, CheckResult] = {
-        **merged,
-        "latency": latency,
-        "open_model_latency": open_model.result(open_model.merge(scheduled)),
-        "ws_delivery": ws,
-        "invalidation_latency": invalidation,
-        "history_complete": checks.check_history_complete(run, source.rows),
-        "generator_cpu": checks.check_generator_cpu(run),
-    }
-    notes = [] if run is not None else [checks.NO_RUN_NOTE]
-    busy = checks.generator_note(by_name["generator_cpu"])
+    by_name: dict[str, CheckResult] = {c.name: _merge(c, results[c.name], kept[c.name], n) for c in local}
+    for check in aggregates:
+        assert check.combine is not None
+        by_name[check.name] = check.combine(collected[check.name])
+    whole = [c for c in CHECKS if c.chunking is Chunking.WHOLE]
+    for check, (frame, rows) in zip(whole, _whole_subsets(source, whole), strict=True):
+        result = check.call(Context(frame, run, options, len(frame)))
+        result.examples = _remap(result.examples, rows)
+        by_name[check.name] = result
+        del frame
+    context = Context(None, run, options, source.rows)
+    for check in CHECKS:
+        if check.chunking is Chunking.RUN:
+            by_name[check.name] = check.call(context)
+    notes = [] if run is not None else [NO_RUN_NOTE]
+    busy = generator_note(by_name["generator_cpu"])
     if busy is not None:
         notes.append(busy)
     summary_options = options.to_dict()
     summary_options["thresholds"] = None
     summary_options["chunks"] = n_chunks
-    return Verdict(checks=[by_name[c] for c in CHECK_NAMES], run=run, options=summary_options, notes=notes)
+    return Verdict(checks=[by_name[c.name] for c in CHECKS], run=run, options=summary_options, notes=notes)
 
 
 def _f_in(table: pa.Table, names: list[str]) -> np.ndarray:
@@ -415,6 +311,8 @@ def _in(column: pa.ChunkedArray, names: list[str]) -> np.ndarray:
     A dictionary column is tested once per dictionary entry, not once per row.
     """
     out = np.zeros(len(column), dtype=bool)
+    if not names:
+        return out
     start = 0
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
@@ -431,12 +329,12 @@ def _in(column: pa.ChunkedArray, names: list[str]) -> np.ndarray:
     return out
 
 
-def _global_subsets(source: _Source) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """The rows of the checks run once over the whole history, read in one pass.
+def _whole_subsets(source: _Source, whole: list[Check]) -> list[tuple[pd.DataFrame, np.ndarray]]:
+    """Per check run once over the whole history, the rows it reads, read in one pass for all.
 
-    Returns the ``ws_delivery`` subset (ok writes and WebSocket rows, plus the row with the latest
-    ``t_complete``, which ends open connections) with its row numbers, and the ``invalidate_batch``
-    rows.
+    Each check gets the rows of its :attr:`Check.reads` (ok ones only for :attr:`Check.ok_only`),
+    with their row numbers, plus the row with the latest ``t_complete``, which ends the history
+    (and with it the open WebSocket connections).
     """
     latest, where = None, (0, 0)
     for index, (pf, i, _) in enumerate(source.parts):
@@ -447,24 +345,30 @@ def _global_subsets(source: _Source) -> tuple[pd.DataFrame, np.ndarray, pd.DataF
             value = int(pc.max(pf.read_row_group(i, columns=["t_complete"]).column(0)).as_py())
         if latest is None or value > latest:
             latest, where = value, (index, value)
-    ws_ops = ["ws_open", "ws_recv", "ws_close", "ui_read"]
-    ws_keep: list[np.ndarray] = []
+    per_check: list[list[np.ndarray]] = [[] for _ in whole]
 
     def keep(table: pa.Table, index: int) -> np.ndarray:
         status_ok = _in(table.column("status"), ["ok"])
-        mask = _f_in(table, ws_ops) | (_f_in(table, ["write"]) & status_ok)
+        masks = []
+        for check in whole:
+            anyhow = [f for f in check.reads if f not in check.ok_only]
+            mask = _f_in(table, anyhow) | (_f_in(table, list(check.ok_only)) & status_ok)
+            masks.append(mask)
         if index == where[0]:
             last = np.flatnonzero(table.column("t_complete").to_numpy() == where[1])
-            mask[last[:1]] = True
-        both = mask | _f_in(table, ["invalidate_batch"])
-        ws_keep.append(mask[both])
-        return both
+            for mask in masks:
+                mask[last[:1]] = True
+        union = np.logical_or.reduce(masks) if masks else np.zeros(table.num_rows, dtype=bool)
+        for kept, mask in zip(per_check, masks, strict=True):
+            kept.append(mask[union])
+        return union
 
     frame, rows = source.select(list(COLUMNS), keep)
-    ws = np.concatenate(ws_keep) if ws_keep else np.zeros(0, dtype=bool)
-    batches = (frame["f"] == "invalidate_batch").to_numpy()
-    ws_frame = frame.loc[ws].reset_index(drop=True)
-    return ws_frame, rows[ws], frame.loc[batches].reset_index(drop=True)
+    out = []
+    for kept in per_check:
+        mask = np.concatenate(kept) if kept else np.zeros(0, dtype=bool)
+        out.append((frame.loc[mask].reset_index(drop=True), rows[mask]))
+    return out
 
 
 __all__ = ["LOCAL_CHECKS", "run_checks_chunked"]

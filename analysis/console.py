@@ -5,65 +5,15 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from analysis.checks import CONTENTION_LATENCY_OPS, LATENCY_GROUPS
-from analysis.open_model import GROUPS as SCHEDULED_GROUPS
 from analysis.open_model import NAME as OPEN_MODEL
+from analysis.ops import CONTENTION_LATENCY_OPS, LATENCY_GROUPS, SCHEDULED_GROUPS
+from analysis.registry import CHECKS
 from analysis.verdict import CheckResult, ThresholdResult, Verdict
 
 WIDTH = 100
 
-#: The figures worth a glance per check; the rest are in summary.json.
-KEY_FIGURES: dict[str, tuple[str, ...]] = {
-    "stale_read": ("reads_checked", "stale", "age_p50_us", "age_max_us", "tolerance_ns"),
-    "future_read": ("reads_checked", "future", "negative"),
-    "monotonic_read": ("reads_checked", "regressions", "max_regression"),
-    "ws_delivery": (
-        "listeners",
-        "expected",
-        "missing",
-        "delivery_ratio",
-        "duplicates",
-        "out_of_order",
-        "latency_p99_us",
-        "ui_stale",
-    ),
-    "divergence": ("keys_swept", "cached_entries", "divergent", "max_gap"),
-    "hit_ratio": ("reads", "hits", "misses", "ratio"),
-    "latency": (),
-    OPEN_MODEL: ("scheduled", "scheduled_per_s", "achieved_per_s"),
-    "history_complete": ("rows_loaded", "rows_reported", "missing_batch_count"),
-    "generator_cpu": ("nodes", "median_percent", "max_percent", "busy_seconds"),
-    "counter": (
-        "reads_checked",
-        "increments_ok",
-        "increments_info",
-        "increments_fail",
-        "lost_updates",
-        "max_shortfall",
-        "above_upper_bound",
-    ),
-    "stampede": (
-        "epochs",
-        "db_loads",
-        "max_loads_per_epoch",
-        "p99_loads_per_epoch",
-        "mean_loads_per_epoch",
-        "peak_db_loads_per_s",
-        "multi_load_epochs",
-    ),
-    "tx_atomicity": ("reads", "transfers_ok", "transfers_fail", "watch_abort_rate", "max_abs_sum"),
-    "lock_safety": (
-        "acquisitions_ok",
-        "acquisitions_fail",
-        "releases_fail",
-        "guarded_writes_accepted",
-        "guarded_writes_refused",
-        "overlaps",
-        "stale_token_accepts",
-    ),
-    "invalidation_latency": ("count", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_keys_per_batch"),
-    "eviction": ("samples", "evictions", "hit_ratio", "stale_reads", "stale_during_eviction"),
-}
+#: The figures worth a glance per check (the registry's ``console``); the rest are in summary.json.
+KEY_FIGURES: dict[str, tuple[str, ...]] = {c.name: c.console for c in CHECKS}
 
 
 def _fmt(value: Any) -> str:

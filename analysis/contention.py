@@ -1,6 +1,6 @@
 """Checks of the contention workloads: counters, stampedes, transactions, locks, invalidation, eviction.
 
-Same contract as :mod:`analysis.checks`: each check is a pure, vectorised function of the op history
+Same contract as :mod:`analysis.coherence`: each check is a pure, vectorised function of the op history
 (docs/history.md, section "Contention workloads") returning a :class:`CheckResult`, skipped when the
 history holds none of its operations. Definitions and the reasoning behind them are in
 docs/checks.md.
@@ -13,25 +13,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.checks import (
-    DEFAULT_LOCK_TTL_MS,
-    NS_PER_MS,
-    NS_PER_S,
-    NS_PER_US,
-    _asof,
+from analysis.arrays import _asof, _worst
+from analysis.kernels import (
+    INT64_MIN,
     _codes,
     _examples,
     _is,
     _max_completed_before,
     _running_max,
-    _worst,
     stale_flags,
+    stampede_epochs,
 )
 from analysis.load import normalise
+from analysis.ops import DEFAULT_LOCK_TTL_MS, NS_PER_MS, NS_PER_S, NS_PER_US
 from analysis.verdict import CheckResult
-
-INT64_MIN = np.iinfo("int64").min
-
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
@@ -241,38 +236,9 @@ def check_stampede(history: pd.DataFrame, expect_single: bool = False, examples:
     """
     name = "stampede"
     history = normalise(history)
-    mask = _is(history, "db_load") & history["key"].notna()
-    sub = history.loc[mask]
-    if len(sub) == 0:
+    loads, openings = stampede_epochs(history)
+    if len(loads) == 0:
         return CheckResult.skip(name, "no ok db_load rows", {"expect_single": expect_single})
-    loads = pd.DataFrame(
-        {
-            "row": sub.index.to_numpy(dtype="int64"),
-            "key": sub["key"].cat.codes.to_numpy().astype("int64"),
-            "t_invoke": sub["t_invoke"].to_numpy(dtype="int64"),
-            "source": sub["source"].astype("object").fillna("unknown").to_numpy(),
-        }
-    ).sort_values("t_invoke", kind="stable")
-    inv = history.loc[_is(history, "invalidate") & history["key"].notna()]
-    openings = pd.DataFrame(
-        {
-            "key": inv["key"].cat.codes.to_numpy().astype("int64"),
-            "epoch": inv["t_complete"].to_numpy(dtype="int64"),
-        }
-    ).sort_values("epoch", kind="stable")
-    if len(openings):
-        openings = openings.reset_index(drop=True)
-        openings["open_i"] = np.arange(len(openings))
-        loads = pd.merge_asof(
-            loads, openings, left_on="t_invoke", right_on="epoch", by="key", direction="backward"
-        )
-        # Looked up by position, so that nanosecond times never pass through a float column.
-        position = loads["open_i"].fillna(-1).to_numpy().astype("int64")
-        epoch = np.full(len(loads), INT64_MIN, dtype="int64")
-        epoch[position >= 0] = openings["epoch"].to_numpy()[position[position >= 0]]
-        loads["epoch"] = epoch
-    else:
-        loads["epoch"] = INT64_MIN  # every load falls in epoch 0 of its key
     per_epoch = loads.groupby(["key", "epoch"], sort=False).agg(
         loads=("row", "size"), first_row=("row", "first")
     )

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.checks import NS_PER_MS, NS_PER_S, _is, _ops, stale_flags
+from analysis.kernels import _is, _ops, stale_flags
 from analysis.load import normalise
+from analysis.ops import NS_PER_MS, NS_PER_S
 
 #: The windows M of "writes consistent within M", in nanoseconds, keyed by their label.
 WINDOWS_NS: dict[str, int] = {"100ms": 100 * NS_PER_MS, "1s": NS_PER_S, "5s": 5 * NS_PER_S}

@@ -44,12 +44,14 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
+from analysis.kernels import latency_masks
 from analysis.load import normalise
+from analysis.ops import NS_PER_MS, NS_PER_S, NS_PER_US, READ, SCHEDULED_GROUPS, WRITE
 from analysis.verdict import CheckResult
 
 NAME = "open_model_latency"
 #: Latency groups of the scheduled operations, as the ``latency`` check names them.
-GROUPS = ("read_hit", "read_miss", "write")
+GROUPS = SCHEDULED_GROUPS
 #: The three durations measured per operation, as figure-name prefixes.
 MEASURES = ("corrected", "uncorrected", "start_lag")
 #: Percentiles reported, as (figure suffix, percent); ``max`` and ``mean`` follow them.
@@ -61,10 +63,6 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p99_99", 99.99),
 )
 SIGNIFICANT_FIGURES = 4
-# Defined here rather than imported from analysis.checks, which imports this module.
-NS_PER_US = 1_000
-NS_PER_MS = 1_000_000
-NS_PER_S = 1_000_000_000
 #: An operation that started more than this after it was due counts as late.
 LATE_NS = NS_PER_MS
 CLOSED_MODEL = "closed-model run: no t_intended; latencies may hide coordinated omission"
@@ -202,7 +200,7 @@ class Sample:
 
 def _scheduled_mask(history: pd.DataFrame) -> np.ndarray:
     f = history["f"]
-    return (((f == "read") | (f == "write")) & history["t_intended"].notna()).to_numpy()
+    return (((f == READ) | (f == WRITE)) & history["t_intended"].notna()).to_numpy()
 
 
 def is_open_model(history: pd.DataFrame | None) -> bool:
@@ -228,14 +226,7 @@ def collect(history: pd.DataFrame) -> Sample:
     completed = sub["t_complete"].to_numpy(dtype="int64")
     sample.intended_first, sample.intended_last = int(intended.min()), int(intended.max())
     sample.invoked_first, sample.invoked_last = int(invoked.min()), int(invoked.max())
-    ok = (sub["status"] == "ok").to_numpy()
-    read = ok & (sub["f"] == "read").to_numpy()
-    masks = {
-        "read_hit": read & (sub["source"] == "hit").to_numpy(),
-        "read_miss": read & (sub["source"] == "miss").to_numpy(),
-        "write": ok & (sub["f"] == "write").to_numpy(),
-    }
-    for group, mask in masks.items():
+    for group, mask in latency_masks(sub, GROUPS).items():
         lag = invoked[mask] - intended[mask]
         sample.groups[group] = GroupSample(
             count=int(mask.sum()),

@@ -26,33 +26,21 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analysis import open_model
-from analysis.checks import NS_PER_MS, NS_PER_S, NS_PER_US, _is, _ops, stale_flags
+from analysis.kernels import _is, first_missed_writes, group_labels, stale_flags, stampede_epochs
 from analysis.load import normalise
 from analysis.nines import WINDOWS_NS
+from analysis.ops import NS_PER_MS, NS_PER_S, NS_PER_US, READ_GROUPS
+from analysis.registry import CHECKS
 from analysis.verdict import Verdict, write_text_atomic
 
 REPORT_FILE = "report.html"
 LOCUST_HISTORY = "locust_stats_history.csv"
 #: Rows that are bookkeeping of the run rather than load: left out of the throughput plot.
 NOT_LOAD = ("sweep", "redis_stat")
-#: The figure that sums up each check in the verdict table, and checks that never fail.
-KEY_FIGURE: dict[str, tuple[str, ...]] = {
-    "stale_read": ("stale", "reads_checked"),
-    "future_read": ("future", "reads_checked"),
-    "monotonic_read": ("regressions", "reads_checked"),
-    "ws_delivery": ("missing", "expected"),
-    "divergence": ("divergent", "keys_swept"),
-    "hit_ratio": ("ratio",),
-    "history_complete": ("missing_batch_count",),
-    "generator_cpu": ("busy_seconds", "max_percent"),
-    "counter": ("lost_updates", "above_upper_bound"),
-    "stampede": ("max_loads_per_epoch", "multi_load_epochs"),
-    "tx_atomicity": ("nonzero_sums", "max_abs_sum"),
-    "lock_safety": ("overlaps", "stale_token_accepts"),
-    "invalidation_latency": ("p95_ms", "count"),
-    "eviction": ("stale_during_eviction", "evictions"),
-}
-REPORTED_ONLY = ("hit_ratio", "latency", open_model.NAME, "invalidation_latency", "generator_cpu")
+#: The figure that sums up each check in the verdict table (the registry's ``headline``), and checks
+#: that never fail.
+KEY_FIGURE: dict[str, tuple[str, ...]] = {c.name: c.headline for c in CHECKS if c.headline}
+REPORTED_ONLY = tuple(c.name for c in CHECKS if not c.gates)
 MAX_BARS = 60
 #: Rows whose duration is not a latency worth plotting: bookkeeping, and the WebSocket listener's
 #: connection events and local reads (its notification latency has its own section).
@@ -301,16 +289,20 @@ def section_throughput(history: pd.DataFrame | None, t0: int, results: Path | No
 
 
 def latency_groups(history: pd.DataFrame) -> pd.DataFrame:
-    """Ok operations with a latency group (``read_hit``, ``read_miss``, or the op's ``f``)."""
-    ok = history.loc[(history["status"] == "ok") & ~history["f"].isin(list(NOT_TIMED))]
-    f = ok["f"].astype("object").to_numpy()
-    source = ok["source"].astype("object").to_numpy()
-    group = np.where(f == "read", np.where(source == "hit", "read_hit", "read_miss"), f)
+    """Ok operations with a latency group (``read_hit``, ``read_miss``, or the op's ``f``).
+
+    Grouped as the latency check groups them (:func:`analysis.kernels.latency_masks`), over every
+    operation present but the untimed ones, in history order.
+    """
+    present = [str(f) for f in history["f"].cat.categories if f not in NOT_TIMED and f != "read"]
+    labels = group_labels(history, (*READ_GROUPS, *present))
+    keep = np.flatnonzero(pd.notna(labels))
+    t_complete = history["t_complete"].to_numpy()[keep]
     return pd.DataFrame(
         {
-            "group": group,
-            "t_complete": ok["t_complete"].to_numpy(),
-            "us": (ok["t_complete"].to_numpy() - ok["t_invoke"].to_numpy()) / NS_PER_US,
+            "group": labels[keep],
+            "t_complete": t_complete,
+            "us": (t_complete - history["t_invoke"].to_numpy()[keep]) / NS_PER_US,
         }
     )
 
@@ -448,21 +440,8 @@ def stale_ages_ms(history: pd.DataFrame, tolerance_ns: int = 0) -> np.ndarray:
     reads, writes, stale = stale_flags(history, tolerance_ns)
     if not stale.any():
         return np.zeros(0)
-    rises = writes["max_version"] > writes.groupby("key", sort=False)["max_version"].shift(
-        fill_value=np.iinfo("int64").min
-    )
-    firsts = writes.loc[rises, ["key", "max_version", "t_complete"]].sort_values("max_version", kind="stable")
-    left = reads.loc[stale, ["key", "version", "t_invoke"]].sort_values("version", kind="stable")
-    merged = pd.merge_asof(
-        left,
-        firsts,
-        left_on="version",
-        right_on="max_version",
-        by="key",
-        direction="forward",
-        allow_exact_matches=False,
-    ).dropna(subset=["t_complete"])
-    age = merged["t_invoke"].to_numpy() - merged["t_complete"].to_numpy(dtype="int64")
+    merged = first_missed_writes(reads.loc[stale], writes).dropna(subset=["w_t_complete"])
+    age = merged["t_invoke"].to_numpy() - merged["w_t_complete"].to_numpy(dtype="int64")
     return age / NS_PER_MS
 
 
@@ -538,24 +517,9 @@ def section_notification(history: pd.DataFrame | None) -> str:
 
 
 def loads_per_epoch(history: pd.DataFrame) -> np.ndarray:
-    """Database loads per (key, stampede epoch); an epoch opens at each ok invalidate of the key."""
-    loads = _ops(history, _is(history, "db_load"), versioned=False)
-    if len(loads) == 0:
-        return np.zeros(0, dtype="int64")
-    opens = _ops(history, _is(history, "invalidate"), versioned=False)
-    loads = loads.sort_values("t_invoke", kind="stable")
-    if len(opens):
-        right = opens[["key", "t_complete"]].rename(columns={"t_complete": "epoch"}).sort_values("epoch")
-        merged = pd.merge_asof(loads, right, left_on="t_invoke", right_on="epoch", by="key")
-        epoch = merged["epoch"].fillna(-1).to_numpy(dtype="int64")
-    else:
-        merged, epoch = loads, np.full(len(loads), -1, dtype="int64")
-    return (
-        pd.DataFrame({"key": merged["key"].to_numpy(), "epoch": epoch})
-        .groupby(["key", "epoch"])
-        .size()
-        .to_numpy()
-    )
+    """Database loads per (key, stampede epoch), as the ``stampede`` check counts them."""
+    loads, _ = stampede_epochs(history)
+    return loads.groupby(["key", "epoch"]).size().to_numpy()
 
 
 def counter_drift(history: pd.DataFrame) -> pd.Series:

@@ -15,10 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.checks import LATENCY_GROUPS, NS_PER_MS, NS_PER_US
 from analysis.load import InputError
-from analysis.open_model import GROUPS as SCHEDULED_GROUPS
 from analysis.open_model import NAME as OPEN_MODEL
+from analysis.ops import LATENCY_GROUPS, NS_PER_MS, NS_PER_US, SCHEDULED_GROUPS
 from analysis.verdict import CheckResult, ThresholdResult
 
 DEFAULT_FILE = Path(__file__).with_name("thresholds.toml")

@@ -36,27 +36,11 @@ def _maxrss_bytes() -> int:
 
 def _profile(history: Any, run: Any) -> dict[str, float]:
     """Each check timed on its own, in the order and with the arguments run_checks uses."""
-    from analysis import checks, contention, open_model  # noqa: PLC0415
+    from analysis.options import Options  # noqa: PLC0415
+    from analysis.registry import CHECKS, Context  # noqa: PLC0415
 
-    opts = checks.Options.resolve(run)
-    tol, n = opts.tolerance_ns, opts.examples
-    calls = {
-        "stale_read": lambda: checks.check_stale_read(history, tol, n),
-        "future_read": lambda: checks.check_future_read(history, tol, n),
-        "monotonic_read": lambda: checks.check_monotonic_read(history, n),
-        "ws_delivery": lambda: checks.check_ws_delivery(history, opts.ws_grace_ns, tol, n),
-        "divergence": lambda: checks.check_divergence(history, n),
-        "hit_ratio": lambda: checks.check_hit_ratio(history),
-        "latency": lambda: checks.check_latency(history),
-        "open_model_latency": lambda: open_model.check_open_model_latency(history),
-        "history_complete": lambda: checks.check_history_complete(run, len(history)),
-        "counter": lambda: contention.check_counter(history, tol, n),
-        "stampede": lambda: contention.check_stampede(history, opts.stampede_guard == "lock", n),
-        "tx_atomicity": lambda: contention.check_tx_atomicity(history, n),
-        "lock_safety": lambda: contention.check_lock_safety(history, opts.lock_ttl_ns, tol, n),
-        "invalidation_latency": lambda: contention.check_invalidation_latency(history),
-        "eviction": lambda: contention.check_eviction(history, tol, n),
-    }
+    context = Context(history, run, Options.resolve(run), len(history))
+    calls = {c.name: (lambda c=c: c.call(context)) for c in CHECKS}
     times = {}
     for name, call in calls.items():
         started = time.perf_counter()

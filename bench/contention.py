@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analysis.checks import CONTENTION_LATENCY_OPS  # noqa: E402  (after the sys.path entry)
+from analysis.ops import CONTENTION_LATENCY_OPS  # noqa: E402  (after the sys.path entry)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 OPS = ("read_hit", "read_miss", *CONTENTION_LATENCY_OPS)

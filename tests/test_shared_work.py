@@ -1,4 +1,4 @@
-"""Shared work between checks (analysis.checks.sharing) and the packed-integer helpers behind the checks.
+"""Shared work between checks (analysis.kernels.sharing) and the packed-integer helpers behind them.
 
 Each helper is compared with the plain (slow) computation it replaces, on random data with many ties,
 and on inputs that force its fallback path.
@@ -15,17 +15,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from analysis import checks, contention, load_history, load_run, normalise, run_checks
-from analysis.checks import (
+from analysis import arrays, checks, contention, kernels, load_history, load_run, normalise, run_checks
+from analysis.arrays import (
     _count_before,
     _group_cummax,
     _group_order,
     _max_before,
     _regressions,
     _sorted_unique,
-    sharing,
-    stale_flags,
 )
+from analysis.kernels import sharing, stale_flags
 from analysis.load import CATEGORICAL, frame_from_tables
 from tests.histories import clean_rows, history, row
 
@@ -70,19 +69,19 @@ def test_fallbacks_give_the_same_verdict(results: Path, monkeypatch: pytest.Monk
     """With no packing allowed, every helper takes its general path; no result may change."""
     h, run = load_history(results), load_run(results)
     packed = run_checks(h, run).to_summary()
-    monkeypatch.setattr(checks, "_fits", lambda *factors: False)
+    monkeypatch.setattr(arrays, "_fits", lambda *factors: False)
     assert run_checks(h, run).to_summary() == packed
 
 
 def test_sharing_computes_once_per_frame_and_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = checks._max_completed_before
+    real = kernels._max_completed_before
 
     def counted(*args: Any) -> np.ndarray:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(checks, "_max_completed_before", counted)
+    monkeypatch.setattr(kernels, "_max_completed_before", counted)
     h = history(*clean_rows(), row("read", 40, 41, 0, process=3, source="hit"))
     stale_flags(h)
     stale_flags(h)

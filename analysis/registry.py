@@ -1,0 +1,408 @@
+"""The one list of checks: each with how to call it, what it reads and how it is shown and merged.
+
+Every consumer of "the checks" reads :data:`CHECKS`: :func:`analysis.checks.run_checks` (the verdict,
+in this order), :data:`CHECK_NAMES`, the chunked mode (:mod:`analysis.chunked`: which checks run per
+partition, how their results merge), the console table (:mod:`analysis.console`) and the HTML report
+(:mod:`analysis.report`). Adding a check means writing its function (a pure function of the history
+returning a :class:`CheckResult`, as Jepsen's checkers are) and one :class:`Check` entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import coherence, contention, open_model, runinfo
+from analysis.kernels import group_durations
+from analysis.ops import (
+    CONTENTION_LATENCY_OPS,
+    COUNTER_READ,
+    DB_LOAD,
+    FILL,
+    GUARDED_WRITE,
+    INCR,
+    INVALIDATE,
+    INVALIDATE_BATCH,
+    LATENCY_GROUPS,
+    LOCK_ACQUIRE,
+    LOCK_RELEASE,
+    NS_PER_S,
+    OK,
+    READ,
+    REDIS_STAT,
+    SWEEP,
+    TX_READ,
+    TX_TRANSFER,
+    UI_READ,
+    WRITE,
+    WS_CLOSE,
+    WS_OPEN,
+    WS_RECV,
+)
+from analysis.options import Options
+from analysis.verdict import CheckResult
+
+DOCS = "docs/checks.md"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a check may be given: the history (None when there is none), ``run.json``, the options
+    and the number of history rows (known without the history in chunked mode)."""
+
+    history: pd.DataFrame | None
+    run: dict[str, Any] | None
+    options: Options
+    rows: int | None = None
+
+
+class Chunking(Enum):
+    """How the chunked mode (:mod:`analysis.chunked`) runs a check on a history split by key."""
+
+    #: Run on every key partition, the results merged: exact for key-local properties.
+    PARTITION = "partition"
+    #: Run once on the rows of the operations it reads (:attr:`Check.reads`), which fit in memory.
+    WHOLE = "whole"
+    #: :attr:`Check.collect` per partition, :attr:`Check.combine` of those: exact aggregates.
+    AGGREGATE = "aggregate"
+    #: Needs no history rows, only ``run.json`` and the row count.
+    RUN = "run"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check and its metadata. Only ``name``, ``call`` and ``chunking`` are required."""
+
+    name: str
+    #: Runs the check in a context; the check functions themselves stay callable on their own.
+    call: Callable[[Context], CheckResult]
+    chunking: Chunking
+    #: The operations (``f``) whose rows it reads; empty for a check of ``run.json`` only.
+    reads: tuple[str, ...] = ()
+    #: Among ``reads``, those it reads only when ok (the chunked mode keeps no others for it).
+    ok_only: tuple[str, ...] = ()
+    #: Operations it needs in every partition (few rows, global state such as Redis's INFO).
+    broadcast: tuple[str, ...] = ()
+    #: Whether a violation fails the verdict; False for a check that only reports.
+    gates: bool = True
+    #: The figures shown on the console (empty: every numeric one).
+    console: tuple[str, ...] = ()
+    #: The figures summing it up in the report's verdict table.
+    headline: tuple[str, ...] = ()
+    #: Where docs/checks.md defines it.
+    anchor: str = ""
+    # Merging the results of partitions (Chunking.PARTITION).
+    #: Figures equal in every partition (options, or figures of broadcast rows): taken once.
+    same: tuple[str, ...] = ()
+    #: Figures that cannot be rebuilt exactly from the partitions', listed in ``merged_approx``.
+    approx: tuple[str, ...] = ()
+    #: Recomputes ratios and means from the merged counts, in place.
+    recompute: Callable[[dict[str, Any]], None] | None = None
+    #: Something kept per partition for an exact figure, and how it is set on the merged result.
+    keep: Callable[[pd.DataFrame], Any] | None = None
+    finish: Callable[[CheckResult, list[Any]], None] | None = None
+    #: Orders the merged examples worst first; by default the partitions' first ones are kept.
+    worst_first: Callable[[dict[str, Any]], float] | None = None
+    # Aggregates (Chunking.AGGREGATE): collect per partition, combine into the result.
+    collect: Callable[[pd.DataFrame], Any] | None = None
+    combine: Callable[[list[Any]], CheckResult] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunking is Chunking.AGGREGATE and (self.collect is None or self.combine is None):
+            raise ValueError(f"check {self.name}: an aggregate needs collect and combine")
+        if self.chunking is not Chunking.RUN and not self.reads:
+            raise ValueError(f"check {self.name}: a check of the history says which operations it reads")
+
+
+def _h(context: Context) -> pd.DataFrame:
+    if context.history is None:
+        raise ValueError("this check needs a history")
+    return context.history
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact merges of figures the partitions' own figures cannot give
+
+
+def _hit_ratio(figures: dict[str, Any]) -> None:
+    total = figures["hits"] + figures["misses"]
+    figures["ratio"] = figures["hits"] / total if total else None
+
+
+def _watch_abort_rate(figures: dict[str, Any]) -> None:
+    transfers = figures["transfers_ok"] + figures["transfers_fail"] + figures["transfers_info"]
+    figures["watch_abort_rate"] = figures["transfers_fail"] / transfers if transfers else None
+
+
+def _loads_per_epoch(figures: dict[str, Any]) -> None:
+    loaded = figures["epochs_loaded"]
+    figures["mean_loads_per_epoch"] = round(figures["db_loads"] / loaded, 3) if loaded else None
+    for guard in (figures.get("by_guard") or {}).values():
+        n = guard["epochs_loaded"]
+        guard["mean_loads_per_epoch"] = round(guard["db_loads"] / n, 3) if n else None
+
+
+def _guarded_rates(figures: dict[str, Any]) -> None:
+    for mode in (figures.get("by_source") or {}).values():
+        span = mode.get("span_s")
+        mode["ops_per_s"] = round(mode["guarded_writes"] / span, 3) if span else None
+        mode["accepted_per_s"] = round(mode["accepted"] / span, 3) if span else None
+
+
+def _readers(frame: pd.DataFrame) -> np.ndarray:
+    read = (frame["f"] == READ) & (frame["status"] == OK)
+    read &= frame["key"].notna() & frame["version"].notna()
+    return np.unique(frame.loc[read, "process"].to_numpy())
+
+
+def _count_readers(result: CheckResult, kept: list[Any]) -> None:
+    result.figures["processes"] = len(np.unique(np.concatenate(kept)))
+
+
+def _load_seconds(frame: pd.DataFrame) -> np.ndarray:
+    loads = (frame["f"] == DB_LOAD) & (frame["status"] == OK) & frame["key"].notna()
+    return frame.loc[loads, "t_invoke"].to_numpy() // NS_PER_S
+
+
+def _peak_loads(result: CheckResult, kept: list[Any]) -> None:
+    seconds = np.concatenate(kept)
+    result.figures["peak_db_loads_per_s"] = int(np.unique(seconds, return_counts=True)[1].max())
+
+
+def _latency(parts: list[dict[str, np.ndarray]]) -> CheckResult:
+    return coherence.latency_result({g: np.concatenate([p[g] for p in parts]) for g in LATENCY_GROUPS})
+
+
+# --------------------------------------------------------------------------------------------------
+# The checks, in the order of the verdict
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "stale_read",
+        lambda c: coherence.check_stale_read(_h(c), c.options.tolerance_ns, c.options.examples),
+        Chunking.PARTITION,
+        reads=(READ, WRITE),
+        console=("reads_checked", "stale", "age_p50_us", "age_max_us", "tolerance_ns"),
+        headline=("stale", "reads_checked"),
+        anchor="stale_read-fails-on-any-violation",
+        same=("tolerance_ns",),
+        approx=("age_p50_us", "age_p99_us"),
+        worst_first=lambda e: -(e.get("age_us") or 0),
+    ),
+    Check(
+        "future_read",
+        lambda c: coherence.check_future_read(_h(c), c.options.tolerance_ns, c.options.examples),
+        Chunking.PARTITION,
+        reads=(READ, WRITE),
+        console=("reads_checked", "future", "negative"),
+        headline=("future", "reads_checked"),
+        anchor="future_read-fails-on-any-violation",
+        same=("tolerance_ns",),
+    ),
+    Check(
+        "monotonic_read",
+        lambda c: coherence.check_monotonic_read(_h(c), c.options.examples),
+        Chunking.PARTITION,
+        reads=(READ,),
+        console=("reads_checked", "regressions", "max_regression"),
+        headline=("regressions", "reads_checked"),
+        anchor="monotonic_read-fails-on-any-violation",
+        keep=_readers,
+        finish=_count_readers,
+    ),
+    Check(
+        "ws_delivery",
+        lambda c: coherence.check_ws_delivery(
+            _h(c), c.options.ws_grace_ns, c.options.tolerance_ns, c.options.examples
+        ),
+        Chunking.WHOLE,
+        reads=(WS_OPEN, WS_RECV, WS_CLOSE, UI_READ, WRITE),
+        ok_only=(WRITE,),
+        console=(
+            "listeners",
+            "expected",
+            "missing",
+            "delivery_ratio",
+            "duplicates",
+            "out_of_order",
+            "latency_p99_us",
+            "ui_stale",
+        ),
+        headline=("missing", "expected"),
+        anchor="ws_delivery-fails-when-a-delivery-is-missing",
+    ),
+    Check(
+        "divergence",
+        lambda c: coherence.check_divergence(_h(c), c.options.examples),
+        Chunking.PARTITION,
+        reads=(SWEEP,),
+        console=("keys_swept", "cached_entries", "divergent", "max_gap"),
+        headline=("divergent", "keys_swept"),
+        anchor="divergence-fails-on-any-violation",
+    ),
+    Check(
+        "hit_ratio",
+        lambda c: coherence.check_hit_ratio(_h(c)),
+        Chunking.PARTITION,
+        reads=(READ,),
+        gates=False,
+        console=("reads", "hits", "misses", "ratio"),
+        headline=("ratio",),
+        anchor="hit_ratio-never-fails-by-itself",
+        recompute=_hit_ratio,
+    ),
+    Check(
+        "latency",
+        lambda c: coherence.check_latency(_h(c)),
+        Chunking.AGGREGATE,
+        reads=(READ, WRITE, FILL, WS_RECV, *CONTENTION_LATENCY_OPS),
+        gates=False,
+        anchor="latency-never-fails-by-itself",
+        collect=group_durations,
+        combine=_latency,
+    ),
+    Check(
+        open_model.NAME,
+        lambda c: open_model.check_open_model_latency(_h(c)),
+        Chunking.AGGREGATE,
+        reads=(READ, WRITE),
+        gates=False,
+        console=("scheduled", "scheduled_per_s", "achieved_per_s"),
+        anchor="open_model_latency-never-fails-by-itself",
+        collect=open_model.collect,
+        combine=lambda parts: open_model.result(open_model.merge(parts)),
+    ),
+    Check(
+        "history_complete",
+        lambda c: runinfo.check_history_complete(c.run, c.rows),
+        Chunking.RUN,
+        console=("rows_loaded", "rows_reported", "missing_batch_count"),
+        headline=("missing_batch_count",),
+        anchor="history_complete",
+    ),
+    Check(
+        "generator_cpu",
+        lambda c: runinfo.check_generator_cpu(c.run),
+        Chunking.RUN,
+        gates=False,
+        console=("nodes", "median_percent", "max_percent", "busy_seconds"),
+        headline=("busy_seconds", "max_percent"),
+        anchor="generator_cpu-never-fails-by-itself",
+    ),
+    Check(
+        "counter",
+        lambda c: contention.check_counter(_h(c), c.options.tolerance_ns, c.options.examples),
+        Chunking.PARTITION,
+        reads=(COUNTER_READ, INCR),
+        console=(
+            "reads_checked",
+            "increments_ok",
+            "increments_info",
+            "increments_fail",
+            "lost_updates",
+            "max_shortfall",
+            "above_upper_bound",
+        ),
+        headline=("lost_updates", "above_upper_bound"),
+        anchor="counter-fails-on-any-violation",
+        same=("tolerance_ns",),
+    ),
+    Check(
+        "stampede",
+        lambda c: contention.check_stampede(_h(c), c.options.stampede_guard == "lock", c.options.examples),
+        Chunking.PARTITION,
+        reads=(DB_LOAD, INVALIDATE),
+        console=(
+            "epochs",
+            "db_loads",
+            "max_loads_per_epoch",
+            "p99_loads_per_epoch",
+            "mean_loads_per_epoch",
+            "peak_db_loads_per_s",
+            "multi_load_epochs",
+        ),
+        headline=("max_loads_per_epoch", "multi_load_epochs"),
+        anchor="stampede-reports-fails-only-under-the-lock-guard",
+        same=("expect_single",),
+        approx=("p99_loads_per_epoch",),
+        recompute=_loads_per_epoch,
+        keep=_load_seconds,
+        finish=_peak_loads,
+    ),
+    Check(
+        "tx_atomicity",
+        lambda c: contention.check_tx_atomicity(_h(c), c.options.examples),
+        Chunking.PARTITION,
+        reads=(TX_READ, TX_TRANSFER),
+        console=("reads", "transfers_ok", "transfers_fail", "watch_abort_rate", "max_abs_sum"),
+        headline=("nonzero_sums", "max_abs_sum"),
+        anchor="tx_atomicity-fails-on-any-violation",
+        recompute=_watch_abort_rate,
+    ),
+    Check(
+        "lock_safety",
+        lambda c: contention.check_lock_safety(
+            _h(c), c.options.lock_ttl_ns, c.options.tolerance_ns, c.options.examples
+        ),
+        Chunking.PARTITION,
+        reads=(LOCK_ACQUIRE, LOCK_RELEASE, GUARDED_WRITE),
+        console=(
+            "acquisitions_ok",
+            "acquisitions_fail",
+            "releases_fail",
+            "guarded_writes_accepted",
+            "guarded_writes_refused",
+            "overlaps",
+            "stale_token_accepts",
+        ),
+        headline=("overlaps", "stale_token_accepts"),
+        anchor="lock_safety-fails-on-any-violation",
+        same=("ttl_ms", "tolerance_ns"),
+        approx=("by_source.span_s", "by_source.ops_per_s", "by_source.accepted_per_s"),
+        recompute=_guarded_rates,
+    ),
+    Check(
+        "invalidation_latency",
+        lambda c: contention.check_invalidation_latency(_h(c)),
+        Chunking.WHOLE,
+        reads=(INVALIDATE_BATCH,),
+        gates=False,
+        console=("count", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_keys_per_batch"),
+        headline=("p95_ms", "count"),
+        anchor="invalidation_latency-never-fails-by-itself",
+    ),
+    Check(
+        "eviction",
+        lambda c: contention.check_eviction(_h(c), c.options.tolerance_ns, c.options.examples),
+        Chunking.PARTITION,
+        reads=(REDIS_STAT, READ, WRITE),
+        broadcast=(REDIS_STAT,),
+        console=("samples", "evictions", "hit_ratio", "stale_reads", "stale_during_eviction"),
+        headline=("stale_during_eviction", "evictions"),
+        anchor="eviction-fails-on-a-stale-read-while-redis-evicted",
+        same=(
+            "samples",
+            "evictions",
+            "eviction_window_s",
+            "keyspace_hits",
+            "keyspace_misses",
+            "hit_ratio",
+            "used_memory_max",
+            "tolerance_ns",
+        ),
+    ),
+)
+CHECK_NAMES = tuple(c.name for c in CHECKS)
+BY_NAME = {c.name: c for c in CHECKS}
+if len(BY_NAME) != len(CHECKS):
+    raise ValueError("two checks share a name")
+
+
+def doc_link(check: Check) -> str:
+    """Where the check is defined: ``docs/checks.md#anchor``."""
+    return f"{DOCS}#{check.anchor}"

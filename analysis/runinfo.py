@@ -1,0 +1,96 @@
+"""Checks of the run itself rather than of its history: was every batch collected, was the load
+generator too busy to time its users fairly. Both read ``run.json`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analysis.verdict import CheckResult
+
+NO_RUN_NOTE = (
+    "run.json is missing: the run did not finish collecting (crashed or killed), "
+    "so the history may be partial"
+)
+
+
+def check_history_complete(run: dict[str, Any] | None, rows_loaded: int | None = None) -> CheckResult:
+    """Whether the run collected every batch of history from every node, per ``run.json``."""
+    name = "history_complete"
+    if run is None:
+        return CheckResult.skip(name, NO_RUN_NOTE, {"rows_loaded": rows_loaded})
+    complete = run.get("history_complete")
+    missing: dict[str, list[Any]] = {}
+    unreported: list[str] = []
+    nodes = run.get("nodes")
+    if isinstance(nodes, dict):
+        for node, info in nodes.items():
+            if not isinstance(info, dict):
+                continue
+            if info.get("missing_batches"):
+                missing[str(node)] = list(info["missing_batches"])
+            # A node that never sent its final count may have lost batches nobody can number.
+            if info.get("reported_final_count") is False:
+                unreported.append(str(node))
+    figures: dict[str, Any] = {
+        "nodes": len(nodes) if isinstance(nodes, dict) else None,
+        "missing_batches": missing,
+        "missing_batch_count": sum(len(b) for b in missing.values()),
+        "nodes_without_final_count": unreported,
+        "rows_reported": run.get("rows"),
+        "rows_loaded": rows_loaded,
+    }
+    if not isinstance(complete, bool):
+        return CheckResult.skip(name, "run.json does not say whether the history is complete", figures)
+    violations = 0 if complete else max(figures["missing_batch_count"] + len(unreported), 1)
+    return CheckResult(name, passed=complete, violations=violations, figures=figures)
+
+
+def check_generator_cpu(run: dict[str, Any] | None) -> CheckResult:
+    """How busy the load generator was: each node's CPU samples, per ``run.json``. Never fails.
+
+    Each Locust process samples its own CPU use once a second (percent of one core). A process at
+    90% or more (``busy_percent``, Locust's own warning level) makes its users' greenlets queue for
+    the event loop, so the latencies it measures in those seconds include its own wait: the
+    figures describe the generator as much as the system. :func:`generator_note` words that for
+    the verdict. Skipped for runs from before the samples were recorded.
+
+    Example::
+
+        check_generator_cpu(load_run(results)).figures["busy_seconds"]
+    """
+    name = "generator_cpu"
+    if run is None:
+        return CheckResult.skip(name, NO_RUN_NOTE)
+    nodes = run.get("nodes")
+    per_node = {
+        str(node): info["cpu_percent"]
+        for node, info in (nodes.items() if isinstance(nodes, dict) else ())
+        if isinstance(info, dict) and isinstance(info.get("cpu_percent"), dict)
+    }
+    if not per_node:
+        return CheckResult.skip(name, "run.json has no CPU samples of the load generator")
+    busy = {n: c["busy_samples"] * c["interval_s"] for n, c in per_node.items() if c.get("busy_samples")}
+    figures: dict[str, Any] = {
+        "nodes": len(per_node),
+        "max_percent": max(c["max"] for c in per_node.values()),
+        "median_percent": max(c["median"] for c in per_node.values()),
+        "busy_percent": next(iter(per_node.values())).get("busy_percent"),
+        "busy_seconds": sum(busy.values()),
+        "busy_nodes": sorted(busy),
+        "per_node": per_node,
+    }
+    return CheckResult(name, passed=True, figures=figures)
+
+
+def generator_note(result: CheckResult) -> str | None:
+    """The verdict's note when the load generator was busy (:func:`check_generator_cpu`), else None."""
+    if result.skipped or not result.figures.get("busy_seconds"):
+        return None
+    f = result.figures
+    nodes = ", ".join(f["busy_nodes"])
+    return (
+        f"the load generator was busy: {nodes} at {f['busy_percent']:g}% CPU or more for "
+        f"{f['busy_seconds']:g} s (max {f['max_percent']:g}%); latencies measured then include the "
+        "generator's own queueing. Spread the users over more processes (--processes) or machines."
+    )
