@@ -199,7 +199,7 @@ def frame_from_tables(tables: list[pa.Table], *, unify: bool = True) -> pd.DataF
     ) and all(types.field(c).type == pa.int64() for c in REQUIRED_INT + NULLABLE_INT)
     if not usual:
         frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-        return normalise(frame)
+        return rebase_versions(normalise(frame))
     n = table.num_rows
     pool = pa.default_memory_pool()
     data: dict[str, Any] = {}
@@ -220,7 +220,38 @@ def frame_from_tables(tables: list[pa.Table], *, unify: bool = True) -> pd.DataF
         pool.release_unused()
     frame = pd.DataFrame(data, copy=False)
     frame.index = pd.RangeIndex(n)
-    return normalise(frame)
+    return rebase_versions(normalise(frame))
+
+
+#: The operations whose ``value`` is a version of their key, not another quantity.
+VALUE_IS_VERSION = ("probe", "sweep")
+
+
+def rebase_versions(history: pd.DataFrame) -> pd.DataFrame:
+    """Count every key's versions from the version its run started at, so that the checks' "every
+    key starts at 0" holds for a target whose reset reported its starting versions (``f=initial``
+    rows, docs/history.md). Without such rows the history is returned as it is.
+
+    A key that started at version s has s subtracted from every version of it (and from the
+    ``value`` of its probes and sweep rows, which are versions too): version s becomes 0, its next
+    write 1. Examples in the verdict then show these rebased versions.
+    """
+    f = history["f"]
+    initial = (f == "initial").to_numpy()
+    if not initial.any():
+        return history
+    starts = history.loc[initial, ["key", "version"]].dropna()
+    offsets = pd.Series(
+        starts["version"].astype("int64").to_numpy(), index=starts["key"].astype(str).to_numpy()
+    )
+    offset = history["key"].astype(object).map(offsets).fillna(0).astype("int64").to_numpy()
+    history = history.copy()
+    history["version"] = history["version"] - offset
+    in_value = f.isin(VALUE_IS_VERSION).to_numpy()
+    value = history["value"].copy()
+    value[in_value] = value[in_value] - offset[in_value]
+    history["value"] = value
+    return history
 
 
 def _int64(values: pa.ChunkedArray, n: int) -> np.ndarray:
@@ -381,6 +412,11 @@ def load_results(path: str | Path, history: bool = True) -> Inputs:
     if not any(results.iterdir()):
         raise InputError(f"{results}: results directory is empty; did the run write its output here?")
     run = load_run(results)
+    if run is not None and run.get("contract_broken"):
+        raise InputError(
+            f"{results / 'run.json'}: the target broke cachestorm's contract during the run "
+            f"({run['contract_broken']}); fix the target (docs/targets.md), then run again"
+        )
     locust = load_locust(results)
     files = history_files(results / HISTORY_DIR) if (results / HISTORY_DIR).is_dir() else []
     if not files and locust is None:
