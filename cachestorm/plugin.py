@@ -53,7 +53,7 @@ from locust.runners import (
     WorkerRunner,
 )
 
-from cachestorm import locust_fixes, schema
+from cachestorm import locust_fixes, schema, secrecy
 from cachestorm.cache import CacheClient
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis
 from cachestorm.history import MSG_BATCH, MSG_END, ROW_COLUMNS, Collector, Recorder, Shipper
@@ -635,6 +635,7 @@ def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Plu
     with its line in the log (see :meth:`Plugin.run_problem`).
     """
     locust_fixes.apply()
+    secrecy.protect(environment)
     runner = environment.runner
     parsed = environment.parsed_options
     if parsed is None:
