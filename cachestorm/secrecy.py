@@ -149,8 +149,9 @@ class Secrets:
         defaults = self.defaults()
         self.refresh()
         stands_in: dict[str, set[str]] = {}
-        for name in current.keys() & defaults.keys():
-            for real in (current[name], defaults[name]):
+        # Locust's own fields too: the page shows --host, which may hold a password.
+        for name in current:
+            for real in (current[name], defaults.get(name)):
                 if isinstance(real, str) and self.shown(real) != real:
                     stands_in.setdefault(name, set()).add(self.shown(real))
         kept = []

@@ -76,6 +76,17 @@ def test_a_placeholder_or_blank_secret_field_keeps_the_sessions_value() -> None:
     assert s.kept_fields(new) == new
 
 
+def test_a_password_that_is_also_a_word_is_masked_everywhere_and_its_placeholder_still_keeps() -> None:
+    dsn = "postgresql://postgres:cachestorm@postgres:5432/cachestorm"  # docker-compose's default
+    host = "http://u:hp@example.test"
+    s = Secrets(environment_with(pg_dsn=dsn, host=host), ["pg_dsn"])
+    s._defaults = {"pg_dsn": dsn}
+    shown = s.shown(dsn)
+    assert shown == "postgresql://postgres:***@postgres:5432/***"
+    assert s.scrub("cachestorm: run 1") == "***: run 1"
+    assert s.kept_fields([("pg_dsn", shown), ("host", s.shown(host))]) == []
+
+
 @pytest.mark.parametrize("guarded", [True, False])
 def test_log_lines_and_tracebacks_lose_their_passwords(guarded: bool) -> None:
     password = "lp-" + secrets.token_hex(6)
@@ -267,12 +278,18 @@ def test_locust_alone_gives_the_passwords_away(guarded: Guarded, tmp_path: Path)
 
 
 @pytest.mark.integration
-def test_no_password_reaches_a_page_an_endpoint_a_log_or_a_file(guarded: Guarded, tmp_path: Path) -> None:
+@pytest.mark.parametrize("nodes", ["local", "master and worker"])
+def test_no_password_reaches_a_page_an_endpoint_a_log_or_a_file(
+    guarded: Guarded, tmp_path: Path, nodes: str
+) -> None:
     results, log = tmp_path / "results", tmp_path / "locust.log"
     args = ["--results-dir", str(results), "--ramp-time", "0", "--hold-time", "3", "--quiesce-time", "1"]
     args += ["--keys", "60", "--listeners", "2", "--ramp-users", "20", "--verdict"]
     args += ["--loglevel", "DEBUG", "--logfile", str(tmp_path / "locust-file.log")]
     args += ["--html", str(tmp_path / "locust-report.html"), "--csv", str(tmp_path / "csv" / "stats")]
+    if nodes != "local":
+        # A forked worker: its log lines reach the master's /logs, and it gets the URLs by message.
+        args += ["--processes", "1"]
     proc, base = start_locust("locustfile.py", args, service_env(guarded), log)
     texts: dict[str, bytes] = {}
     try:
@@ -295,6 +312,7 @@ def test_no_password_reaches_a_page_an_endpoint_a_log_or_a_file(guarded: Guarded
     (run_json,) = [p for p in results.glob("*/run.json") if not p.parent.is_symlink()]
     run = json.loads(run_json.read_text())
     assert run["history_complete"] and run["rows"] > 100, run
+    assert run["locust"]["runner"] == ("LocalRunner" if nodes == "local" else "MasterRunner")
     assert run["options"]["redis_url"] == redact(guarded.redis_url)
     assert run["options"]["pg_dsn"] == redact(guarded.pg_dsn)
     # The load really went to the password-protected services.
