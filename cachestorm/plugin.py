@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from cachestorm import locust_fixes, messages, signals, target_loader
+from cachestorm import locust_fixes, messages, secrecy, signals, target_loader
 from cachestorm.coordinator import Coordinator
 from cachestorm.embedded import fatal
 from cachestorm.history import Recorder
@@ -52,6 +52,7 @@ def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Ses
     with its line in the log (see :meth:`Session.run_problem`).
     """
     locust_fixes.apply()
+    secrecy.protect(environment)
     runner = environment.runner
     parsed = environment.parsed_options
     if parsed is None:
