@@ -794,6 +794,15 @@ def _start(history: pd.DataFrame | None, run: dict[str, Any] | None) -> int:
     return 0
 
 
+def target_line(run: dict[str, Any], options: dict[str, Any]) -> str:
+    """What the run tested: the target's own description, or, for runs from before targets, the
+    reference cache's strategy."""
+    target = run.get("target")
+    if isinstance(target, dict) and target.get("description"):
+        return str(target["description"])
+    return f"reference cache, strategy {options.get('strategy', '-')}"
+
+
 def build_report(
     verdict: Verdict,
     history: pd.DataFrame | None,
@@ -812,7 +821,7 @@ def build_report(
     meta = [
         f"rows: {len(h):,}" if h is not None else "no op history",
         f"scenario: {options.get('scenario', '-')}",
-        f"strategy: {options.get('strategy', '-')}",
+        f"target: {target_line(run, options)}",
     ]
     if run.get("started_ns") and run.get("stopped_ns"):
         meta.append(f"duration: {(run['stopped_ns'] - run['started_ns']) / NS_PER_S:.1f} s")

@@ -224,7 +224,7 @@ class Coordinator:
             "sweep_complete": sweep_ok,
             "target": {
                 "spec": o.target or target_loader.DEFAULT,
-                "description": describe(self.target) if self.target is not None else "",
+                "description": describe(self.target, o.target) if self.target is not None else "",
                 "start_versions": "reported" if self.start_versions else "zero",
             },
             "contract_broken": self.contract_broken or None,

@@ -193,10 +193,8 @@ class Target(Protocol):
         ...
 
 
-def describe(target: object) -> str:
-    """One line naming a target instance, for run.json and the report."""
+def describe(target: object, spec: str) -> str:
+    """One line naming a target instance, for run.json and the report: its own ``describe()``, or
+    the ``--target`` it was loaded from."""
     text = getattr(target, "describe", None)
-    if callable(text):
-        return str(text())
-    cls = type(target)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return str(text()) if callable(text) else spec

@@ -51,6 +51,10 @@ def test_the_textbook_fill_of_a_users_own_code_is_flagged(tmp_path: Path) -> Non
     # The sweep looked at the target's own keys, not cachestorm's.
     assert checks["divergence"]["keys_swept"] == 12
     assert checks["divergence"]["cached_entries"] > 0
+    # The report names the user's target, not the reference cache's strategy.
+    report = (tmp_path / "profiles-textbook" / "report.html").read_text()
+    assert f"target: {PROFILES}" in report
+    assert "strategy" not in report.split("<h2")[0]
 
 
 def test_the_guarded_fill_under_the_same_load_passes(tmp_path: Path) -> None:
