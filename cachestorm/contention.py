@@ -35,8 +35,7 @@ import redis
 
 from cachestorm.clients import InstrumentedRedis, UnknownOutcome
 from cachestorm.history import Recorder
-
-now = time.time_ns
+from cachestorm.outcomes import Operation, recorded_read
 
 COUNTER_MODES = ("atomic", "locked", "unsafe")
 TX_MODES = ("atomic", "unsafe")
@@ -92,15 +91,6 @@ def report_failure(r: InstrumentedRedis, name: str, exc: BaseException) -> None:
         exception=exc,
         context=None,
     )
-
-
-class _Op:
-    """One operation in progress: whether it has sent a write yet (then a stop makes it ``info``)."""
-
-    __slots__ = ("wrote",)
-
-    def __init__(self) -> None:
-        self.wrote = False
 
 
 class LockLost(Exception):
@@ -215,33 +205,21 @@ class Counters:
     def incr(self, process: int, n: int, amount: int = 1) -> str:
         """Add ``amount`` to counter ``n`` and record it (value = amount, source = mode)."""
         key = counter_key(n)
-        t0 = now()
-        op = _Op()
-        try:
-            status = self._incr(op, key, amount)
-        except gevent.GreenletExit:
-            # The user was stopped mid-operation: unknown once the write was sent.
-            status = "info" if op.wrote else "fail"
-            self.record(process, "incr", key, status, t0, now(), None, amount, self.mode)
-            raise
-        self.record(process, "incr", key, status, t0, now(), None, amount, self.mode)
-        return status
+        with Operation(self.record, process, "incr", key, value=amount, source=self.mode) as op:
+            op.done(self._incr(op, key, amount))
+        return op.status
 
     def read(self, process: int, n: int) -> str:
         """GET counter ``n`` (absent = 0) and record it (value = the value read)."""
         key = counter_key(n)
-        t0 = now()
-        try:
-            value = _int(self.r.call("get", self.client.get, key))
-        except _READ_ERRORS:
-            self.record(process, "counter_read", key, "fail", t0, now())
-            return "fail"
-        self.record(process, "counter_read", key, "ok", t0, now(), None, value)
-        return "ok"
+        value = recorded_read(
+            self.record, process, "counter_read", key, lambda: _int(self.r.call("get", self.client.get, key))
+        )
+        return "fail" if value is None else "ok"
 
     # The modes: each returns the status of the increment. ----------------------------------------
-    def _incr_atomic(self, op: _Op, key: str, amount: int) -> str:
-        op.wrote = True
+    def _incr_atomic(self, op: Operation, key: str, amount: int) -> str:
+        op.sent = True
         try:
             self.r.call("incrby", self.client.incrby, key, amount)
         except UnknownOutcome:
@@ -250,7 +228,7 @@ class Counters:
             return "fail"  # refused by Redis: not applied
         return "ok"
 
-    def _incr_unsafe(self, op: _Op, key: str, amount: int) -> str:
+    def _incr_unsafe(self, op: Operation, key: str, amount: int) -> str:
         try:
             current = _int(self.r.call("get", self.client.get, key))
         except _READ_ERRORS:
@@ -258,7 +236,7 @@ class Counters:
         self.between()
         return self._set(op, key, current + amount)
 
-    def _incr_locked(self, op: _Op, key: str, amount: int) -> str:
+    def _incr_locked(self, op: Operation, key: str, amount: int) -> str:
         lock = key + ":lock"
         token = self._lock(lock)
         if token is None:
@@ -273,8 +251,8 @@ class Counters:
         finally:
             self._unlock(lock, token)
 
-    def _set(self, op: _Op, key: str, value: int) -> str:
-        op.wrote = True
+    def _set(self, op: Operation, key: str, value: int) -> str:
+        op.sent = True
         try:
             self.r.call("set", self.client.set, key, value)
         except UnknownOutcome:
@@ -361,34 +339,20 @@ class Transfers:
         if src == dst:
             raise ValueError("a transfer needs two distinct members")
         key = group_key(group)
-        t0 = now()
-        op = _Op()
-        try:
-            status = self._transfer(op, member_key(group, src), member_key(group, dst), amount)
-        except gevent.GreenletExit:
-            status = "info" if op.wrote else "fail"
-            self.record(process, "tx_transfer", key, status, t0, now(), None, amount, self.mode)
-            raise
-        self.record(process, "tx_transfer", key, status, t0, now(), None, amount, self.mode)
-        return status
+        with Operation(self.record, process, "tx_transfer", key, value=amount, source=self.mode) as op:
+            op.done(self._transfer(op, member_key(group, src), member_key(group, dst), amount))
+        return op.status
 
     def read(self, process: int, group: int) -> str:
         """MGET every member in one command (atomic in Redis); record ``tx_read`` with the sum."""
-        key = group_key(group)
-        t0 = now()
-        try:
-            total = self.sum(group)
-        except _READ_ERRORS:
-            self.record(process, "tx_read", key, "fail", t0, now())
-            return "fail"
-        self.record(process, "tx_read", key, "ok", t0, now(), None, total)
-        return "ok"
+        total = recorded_read(self.record, process, "tx_read", group_key(group), lambda: self.sum(group))
+        return "fail" if total is None else "ok"
 
     def sum(self, group: int) -> int:
         raws = self.r.call("mget", self.client.mget, self.members(group))
         return sum(_int(v) for v in raws)
 
-    def _atomic(self, op: _Op, a: str, b: str, amount: int) -> str:
+    def _atomic(self, op: Operation, a: str, b: str, amount: int) -> str:
         with self.client.pipeline(transaction=True) as pipe:
             try:
                 self.r.call("watch", pipe.watch, a, b)
@@ -400,7 +364,7 @@ class Transfers:
                 pipe.incrby(b, amount)
             except (UnknownOutcome, redis.RedisError):
                 return "fail"  # no write was sent: WATCH and GET change nothing
-            op.wrote = True
+            op.sent = True
             try:
                 replies = self.r.call("multi_exec", pipe.execute, False)
             except UnknownOutcome:
@@ -423,13 +387,13 @@ class Transfers:
             return "info"
         return "ok"
 
-    def _unsafe(self, op: _Op, a: str, b: str, amount: int) -> str:
+    def _unsafe(self, op: Operation, a: str, b: str, amount: int) -> str:
         try:
             va = _int(self.r.call("get", self.client.get, a))
             vb = _int(self.r.call("get", self.client.get, b))
         except _READ_ERRORS:
             return "fail"
-        op.wrote = True
+        op.sent = True
         try:
             self.r.call("set", self.client.set, a, va - amount)
         except UnknownOutcome:
@@ -476,24 +440,8 @@ class Locks:
     def acquire(self, process: int, n: int) -> tuple[str, int | None]:
         """(status, token): ``ok`` and the token if acquired, ``fail`` and None if held by another."""
         lock = lock_key(n)
-        t0 = now()
-        try:
-            token = self.r.call("lock_acquire", self._acquire, [lock, lock + ":fence"], [self.ttl_ms])
-        except UnknownOutcome:
-            self.record(process, "lock_acquire", lock, "info", t0, now(), None, None, self.mode)
-            return "info", None
-        except redis.RedisError:
-            self.record(process, "lock_acquire", lock, "fail", t0, now(), None, None, self.mode)
-            return "fail", None
-        except gevent.GreenletExit:
-            self.record(process, "lock_acquire", lock, "info", t0, now(), None, None, self.mode)
-            raise
-        if token is None:
-            self.record(process, "lock_acquire", lock, "fail", t0, now(), None, None, self.mode)
-            return "fail", None
-        token = int(token)
-        self.record(process, "lock_acquire", lock, "ok", t0, now(), None, token, self.mode)
-        return "ok", token
+        keys, args = [lock, lock + ":fence"], [self.ttl_ms]
+        return self._token_op(process, "lock_acquire", lock, self.mode, self._acquire, keys, args)
 
     def release(self, process: int, n: int, token: int) -> str:
         """``ok`` if the lock still held our token (now deleted), ``fail`` if it had expired or been taken."""
@@ -512,24 +460,37 @@ class Locks:
         """The guarded update with no lock (f = ``guarded_write``, source = ``unlocked``)."""
         lock = lock_key(n)
         keys = [lock + ":fence", lock + ":res", lock + ":max"]
-        t0 = now()
-        try:
-            token = self.r.call("unlocked_write", self._unlocked, keys, [f"{process}:"])
-        except UnknownOutcome:
-            self.record(process, "guarded_write", lock, "info", t0, now(), None, None, "unlocked")
-            return "info", None
-        except redis.RedisError:
-            self.record(process, "guarded_write", lock, "fail", t0, now(), None, None, "unlocked")
-            return "fail", None
-        except gevent.GreenletExit:
-            self.record(process, "guarded_write", lock, "info", t0, now(), None, None, "unlocked")
-            raise
-        if token is None:
-            self.record(process, "guarded_write", lock, "fail", t0, now(), None, None, "unlocked")
-            return "fail", None
-        token = int(token)
-        self.record(process, "guarded_write", lock, "ok", t0, now(), None, token, "unlocked")
-        return "ok", token
+        return self._token_op(
+            process,
+            "guarded_write",
+            lock,
+            "unlocked",
+            self._unlocked,
+            keys,
+            [f"{process}:"],
+            "unlocked_write",
+        )
+
+    def _token_op(
+        self,
+        process: int,
+        f: str,
+        lock: str,
+        source: str,
+        script: Callable[..., Any],
+        keys: list[str],
+        args: list[Any],
+        name: str = "",
+    ) -> tuple[str, int | None]:
+        """Run a script that answers a fencing token (done) or nil (refused); record it with the token."""
+        with Operation(self.record, process, f, lock, source=source) as op:
+            op.sent = True
+            token = self.r.call(name or f, script, keys, args)
+            if token is None:
+                op.done("fail")
+            else:
+                op.done("ok", value=int(token))
+        return op.status, op.value if op.status == "ok" else None
 
     def _run(
         self,
@@ -542,20 +503,10 @@ class Locks:
         args: list[Any],
     ) -> str:
         """Run a script that answers 1 (done) or 0 (refused) and record it with the token."""
-        t0 = now()
-        try:
-            done = self.r.call(f, script, keys, args)
-        except UnknownOutcome:
-            status = "info"
-        except redis.RedisError:
-            status = "fail"
-        except gevent.GreenletExit:
-            self.record(process, f, key, "info", t0, now(), None, token, self.mode)
-            raise
-        else:
-            status = "ok" if done else "fail"
-        self.record(process, f, key, status, t0, now(), None, token, self.mode)
-        return status
+        with Operation(self.record, process, f, key, value=token, source=self.mode) as op:
+            op.sent = True
+            op.done("ok" if self.r.call(f, script, keys, args) else "fail")
+        return op.status
 
 
 # Run start and stop ------------------------------------------------------------------------------
@@ -591,15 +542,11 @@ def final_counter_reads(
     values: dict[int, int | None] = {}
     for n in range(counters):
         key = counter_key(n)
-        t0 = now()
-        try:
-            value = _int(r.get(key))
-        except (redis.RedisError, ValueError):
-            recorder.record(process, "counter_read", key, "fail", t0, now())
-            values[n] = None
-            continue
-        recorder.record(process, "counter_read", key, "ok", t0, now(), None, value)
-        values[n] = value
+
+        def value(key: str = key) -> int:
+            return _int(r.get(key))
+
+        values[n] = recorded_read(recorder.record, process, "counter_read", key, value)
     return values
 
 
@@ -614,15 +561,11 @@ def final_group_reads(
     r = _raw(client)
     sums: dict[int, int | None] = {}
     for g in range(groups):
-        key = group_key(g)
-        t0 = now()
-        try:
-            raws: list[Any] = r.mget([member_key(g, i) for i in range(group_size)])
-            total = sum(_int(v) for v in raws)
-        except (redis.RedisError, ValueError):
-            recorder.record(process, "tx_read", key, "fail", t0, now())
-            sums[g] = None
-            continue
-        recorder.record(process, "tx_read", key, "ok", t0, now(), None, total)
-        sums[g] = total
+        members = [member_key(g, i) for i in range(group_size)]
+
+        def total(members: list[str] = members) -> int:
+            raws: list[Any] = r.mget(members)
+            return sum(_int(v) for v in raws)
+
+        sums[g] = recorded_read(recorder.record, process, "tx_read", group_key(g), total)
     return sums
