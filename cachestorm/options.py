@@ -51,6 +51,8 @@ def add_arguments(parser: Any) -> None:
         default="",
         help="The system under test: FILE.py:Class or package.module:Class (docs/targets.md). "
         "Empty: cachestorm's own reference cache (Redis + PostgreSQL + notifier, --strategy).",
+        # Fixed for the session: its options and services are set up at start-up, before any run.
+        include_in_web_ui=False,
     )
     _add_target_arguments(parser)
     group.add_argument(
