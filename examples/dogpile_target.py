@@ -1,7 +1,7 @@
 """A target whose read path is dogpile.cache's ``region.get_or_create`` on its Redis backend.
 
     locust -f locustfile.py --headless --target examples/dogpile_target.py:DogpileApp \\
-        --dogpile-instances 4 --dogpile-load-delay-ms 50 --stampede-guard lock --keys 2 ...
+        --dogpile-instances 4 --dogpile-load-delay-ms 50 --dogpile-lock --keys 2 ...
 
 The data are documents in PostgreSQL (``dogpile_docs``: name, JSON body, version), keyed
 ``doc:<n>``. A read is ``region.get_or_create(key, load)``, ``load`` reading the row (and taking
@@ -9,7 +9,7 @@ The data are documents in PostgreSQL (``dogpile_docs``: name, JSON body, version
 ``region.delete(key)``. A read is a ``miss`` when its own ``load`` ran, else a ``hit``: the
 ``stampede`` check counts the misses per key between writes.
 
-``--stampede-guard lock`` turns on the backend's ``distributed_lock``: one load per key across
+``--dogpile-lock`` turns on the backend's ``distributed_lock``: one load per key across
 every process. Without it dogpile still serialises the loads of one region with a mutex of its
 process, so each node runs ``--dogpile-instances`` independent regions, like that many app servers
 behind a balancer, reads spread over them in turn.
@@ -43,7 +43,6 @@ from cachestorm.target import Cached, Read, TargetContext
 PREFIX = "dogpile:"
 SCHEMA = """CREATE TABLE IF NOT EXISTS dogpile_docs
     (name text PRIMARY KEY, body jsonb NOT NULL, version int NOT NULL)"""
-GUARDS = ("none", "lock")
 
 
 class DogpileApp:
@@ -51,7 +50,7 @@ class DogpileApp:
 
     def __init__(self, context: TargetContext) -> None:
         o = context.options
-        self.guard = o.stampede_guard
+        self.locked = bool(o.dogpile_lock)
         self.load_delay_s = float(o.dogpile_load_delay_ms) / 1000
         users = context.role == "users"
         self.pool = ConnectionPool(o.dogpile_pg_dsn, min_size=1, max_size=50 if users else 2, open=True)
@@ -61,7 +60,7 @@ class DogpileApp:
         self.keys: list[str] = []
 
     def _region(self, o: Any) -> CacheRegion:
-        locked = self.guard == "lock"
+        locked = self.locked
         return make_region(key_mangler=lambda key: PREFIX + key).configure(
             "dogpile.cache.redis",
             arguments={
@@ -134,7 +133,7 @@ class DogpileApp:
             yield Cached(key, version, db.get(key))
 
     def describe(self) -> str:
-        lock = "distributed lock" if self.guard == "lock" else "no distributed lock"
+        lock = "distributed lock" if self.locked else "no distributed lock"
         return (
             f"dogpile.cache redis backend, {len(self.regions)} regions per node, {lock}, "
             f"load {self.load_delay_s * 1000:g} ms"
@@ -161,6 +160,13 @@ class DogpileApp:
             default="",
             is_secret=True,
             help="The documents' PostgreSQL (empty: an embedded one).",
+        )
+        parser.add_argument(
+            "--dogpile-lock",
+            env_var="CACHESTORM_DOGPILE_LOCK",
+            action="store_true",
+            default=False,
+            help="The Redis backend's distributed_lock: one load per key across every region and node.",
         )
         parser.add_argument(
             "--dogpile-instances",
@@ -209,11 +215,6 @@ class DogpileApp:
     @classmethod
     def run_problem(cls, environment: Any) -> str | None:
         parsed = environment.parsed_options
-        if parsed.stampede_guard not in GUARDS:
-            return (
-                f"--stampede-guard is {parsed.stampede_guard!r}: the dogpile target knows "
-                f"{' and '.join(GUARDS)} (lock: the Redis backend's distributed_lock)."
-            )
         if parsed.dogpile_instances < 1:
             return f"--dogpile-instances is {parsed.dogpile_instances}: give 1 or more regions."
         if parsed.dogpile_load_delay_ms < 0:
