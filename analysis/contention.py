@@ -17,10 +17,12 @@ from analysis.arrays import _asof, _worst
 from analysis.kernels import (
     INT64_MIN,
     _codes,
+    _equals,
     _examples,
     _is,
     _max_completed_before,
     _running_max,
+    assign_epochs,
     stale_flags,
     stampede_epochs,
 )
@@ -228,17 +230,101 @@ def check_counter(history: pd.DataFrame, tolerance_ns: int = 0, examples: int = 
     return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
 
 
-def check_stampede(history: pd.DataFrame, expect_single: bool = False, examples: int = 5) -> CheckResult:
+def _openings(history: pd.DataFrame, f: str) -> pd.DataFrame:
+    """The epochs the ok ``f`` rows open: ``key`` code and ``epoch`` (their completion), in time order."""
+    rows = history.loc[_is(history, f) & history["key"].notna()]
+    return pd.DataFrame(
+        {
+            "key": rows["key"].cat.codes.to_numpy().astype("int64"),
+            "epoch": rows["t_complete"].to_numpy(dtype="int64"),
+        }
+    ).sort_values("epoch", kind="stable")
+
+
+def read_recomputations(history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int] | None:
+    """A target's recomputations, from its reads, for a history without ``db_load`` rows.
+
+    A target reports a read as ``source`` ``miss`` when that read's own load from the database ran
+    (docs/targets.md); each ok ``write`` of a key opens a new epoch at its completion. A miss whose
+    read overlaps a write of its key (ok or info) may have loaded on either side of it, so it is
+    left out rather than guessed, and counted (the third item). The loads frame and the openings
+    are :func:`check_stampede`'s; None when there is no ok miss at all.
+    """
+    f, status, source = history["f"], history["status"], history["source"]
+    keyed = history["key"].notna().to_numpy()
+    misses = history.loc[_equals(f, "read") & _equals(status, "ok") & _equals(source, "miss") & keyed]
+    if len(misses) == 0:
+        return None
+    writes = history.loc[_equals(f, "write") & (_equals(status, "ok") | _equals(status, "info")) & keyed]
+    key = misses["key"].cat.codes.to_numpy().astype("int64")
+    w_key = writes["key"].cat.codes.to_numpy().astype("int64")
+    ones = np.ones(len(writes), dtype="int64")
+    # Every write starts before it completes, so those that ended before the read began are among
+    # those that began before it ended: the difference is the number overlapping it.
+    began = _sum_before(
+        key,
+        misses["t_complete"].to_numpy(dtype="int64"),
+        w_key,
+        writes["t_invoke"].to_numpy(dtype="int64"),
+        ones,
+        strict=False,
+    )
+    ended = _sum_before(
+        key,
+        misses["t_invoke"].to_numpy(dtype="int64"),
+        w_key,
+        writes["t_complete"].to_numpy(dtype="int64"),
+        ones,
+        strict=True,
+    )
+    clear = (began - ended) == 0
+    loads = pd.DataFrame(
+        {
+            "row": misses.index.to_numpy(dtype="int64")[clear],
+            "key": key[clear],
+            "t_invoke": misses["t_invoke"].to_numpy(dtype="int64")[clear],
+            "source": np.full(int(clear.sum()), "read_miss", dtype=object),
+        }
+    ).sort_values("t_invoke", kind="stable")
+    return loads, _openings(history, "write"), int((~clear).sum())
+
+
+def check_stampede(
+    history: pd.DataFrame,
+    expect_single: bool = False,
+    examples: int = 5,
+    *,
+    expect_single_reads: bool = False,
+) -> CheckResult:
     """Database loads per key per epoch, an epoch being opened by each ok ``invalidate`` of the key.
 
     Reported only, unless ``expect_single`` (the run's stampede guard is ``lock``): then an epoch
-    with more than one ok ``db_load`` is a violation.
+    with more than one ok ``db_load`` is a violation. A history without ``db_load`` rows (a target's
+    own read path) is counted on its read misses instead (:func:`read_recomputations`), and judged
+    only with ``expect_single_reads``: ``--stampede-guard`` is StampedeUser's, not the target's, so
+    it says nothing of how a target guards its own loads.
     """
     name = "stampede"
     history = normalise(history)
     loads, openings = stampede_epochs(history)
+    ambiguous = 0
+    loads_from = "db_load"
     if len(loads) == 0:
-        return CheckResult.skip(name, "no ok db_load rows", {"expect_single": expect_single})
+        from_reads = read_recomputations(history)
+        if from_reads is None:
+            return CheckResult.skip(
+                name, "no ok db_load rows, nor ok reads with source miss", {"expect_single": expect_single}
+            )
+        misses, openings, ambiguous = from_reads
+        if len(misses) == 0:
+            return CheckResult.skip(
+                name,
+                f"no ok db_load rows, and each of the {ambiguous} read misses overlapped a write of its key",
+                {"expect_single": expect_single},
+            )
+        loads = assign_epochs(misses, openings)
+        loads_from = "read_misses"
+        expect_single = expect_single_reads
     per_epoch = loads.groupby(["key", "epoch"], sort=False).agg(
         loads=("row", "size"), first_row=("row", "first")
     )
@@ -271,6 +357,8 @@ def check_stampede(history: pd.DataFrame, expect_single: bool = False, examples:
         "peak_db_loads_per_s": int(per_second.max()),
         "by_guard": by_guard,
         "expect_single": expect_single,
+        "loads_from": loads_from,
+        "ambiguous_read_misses": ambiguous,
     }
     violations = int(multi.sum()) if expect_single else 0
     shown: list[dict[str, Any]] = []

@@ -352,6 +352,13 @@ def stampede_epochs(history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             "epoch": inv["t_complete"].to_numpy(dtype="int64"),
         }
     ).sort_values("epoch", kind="stable")
+    return assign_epochs(loads, openings), openings
+
+
+def assign_epochs(loads: pd.DataFrame, openings: pd.DataFrame) -> pd.DataFrame:
+    """``loads`` (``key``, ``t_invoke``, in ``t_invoke`` order) with the ``epoch`` each falls in:
+    the latest of ``openings`` (``key``, ``epoch``) of its key at or before its invocation, or
+    :data:`INT64_MIN` (epoch 0 of its key) when none was."""
     if len(openings) and len(loads):
         openings = openings.reset_index(drop=True)
         openings["open_i"] = np.arange(len(openings))
@@ -363,6 +370,7 @@ def stampede_epochs(history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         epoch = np.full(len(loads), INT64_MIN, dtype="int64")
         epoch[position >= 0] = openings["epoch"].to_numpy()[position[position >= 0]]
         loads["epoch"] = epoch
-    else:
-        loads["epoch"] = INT64_MIN  # every load falls in epoch 0 of its key
-    return loads, openings
+        return loads.drop(columns=["open_i"])
+    loads = loads.copy()
+    loads["epoch"] = INT64_MIN  # every load falls in epoch 0 of its key
+    return loads

@@ -22,6 +22,10 @@ from typing import Any
 
 from cachestorm.target import ContractError
 
+#: How far below a key's highest version a late answer is still checked for a repeat: beyond it,
+#: writes would have to be this many deep in flight on one key, and the set would only grow.
+RECENT = 1024
+
 
 class Contract:
     """The highest version this node saw committed per key, and the checks against it."""
@@ -71,6 +75,8 @@ class Contract:
         seen.add(version)
         if version > self.committed.get(key, 0):
             self.committed[key] = version
+            if len(seen) > 2 * RECENT:
+                seen.difference_update([v for v in seen if v <= version - RECENT])
         return version
 
     @staticmethod
