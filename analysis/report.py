@@ -29,6 +29,7 @@ from analysis import open_model
 from analysis.checks import NS_PER_MS, NS_PER_S, NS_PER_US, _is, _ops, stale_flags
 from analysis.load import normalise
 from analysis.nines import WINDOWS_NS
+from analysis.tiers_view import report_section as section_tiers
 from analysis.verdict import Verdict, write_text_atomic
 
 REPORT_FILE = "report.html"
@@ -859,6 +860,7 @@ def build_report(
         section_cache(h, t0),
         section_staleness(h, tolerance_ns),
         section_notification(h),
+        section_tiers(verdict),
         section_contention(h),
         section_nines(nines),
         section_omission(h),

@@ -14,7 +14,8 @@ Answers ``200 {"version", "commit_ns"}``; ``404`` for an unknown user (nothing c
 time (the write took effect, its effect on the caches is unknown).
 
 Its admin endpoints serve the target: ``POST /admin/reset {"keys": n}`` (users 0..n-1 at version
-0, L2 emptied), ``GET /admin/versions`` and ``GET /debug/events?since=NS`` (its commits).
+0, L2 emptied), ``GET /admin/versions`` and ``GET /debug/events?since=NS`` (its commits, and
+when it replaced each L2 entry by its tombstone).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Auth:
         self.invalidate_l2 = self.redis.register_script(common.INVALIDATE_L2)
         self.ack_timeout_s = ack_timeout_s
         self.log = common.EventLog("auth")
+        #: auth itself invalidates the L2, so it is auth that knows when the L2 dropped a version.
+        self.l2_log = common.EventLog("l2")
         with self.pool.connection() as conn:
             conn.execute("SELECT pg_advisory_lock(4243)")
             try:
@@ -111,6 +114,7 @@ class Auth:
         message = json.dumps({"key": key, "version": version, "commit_ns": commit_ns, "ack": ack})
         try:
             self.invalidate_l2(keys=[common.l2_key(uid)], args=[version, common.TOMBSTONE_TTL_MS])
+            self.l2_log.add(key, version, "drop")
             subscribers = int(self.redis.publish(common.INVALIDATE_CHANNEL, message))
             deadline = time.monotonic() + self.ack_timeout_s
             acked = 0
@@ -152,7 +156,8 @@ class Auth:
     def events(self, environ: dict[str, Any], path: list[str]) -> tuple[int, Any, dict[str, str]]:
         if path != ["events"]:
             return 404, {"error": "no such route"}, {}
-        return 200, self.log.since(common.query_int(environ, "since", 0)), {}
+        since = common.query_int(environ, "since", 0)
+        return 200, self.log.since(since) + self.l2_log.since(since), {}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
