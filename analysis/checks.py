@@ -201,6 +201,12 @@ def _equals(column: pd.Series, value: str) -> np.ndarray:
     return codes == code if code >= 0 else np.zeros(len(codes), dtype=bool)
 
 
+def _hits(column: pd.Series) -> np.ndarray:
+    """Reads served by a cache: ``hit``, or ``hit:<tier>`` from a tiered target."""
+    hit = [i for i, c in enumerate(column.cat.categories) if c == "hit" or str(c).startswith("hit:")]
+    return np.isin(_codes(column), hit)
+
+
 def _ops(history: pd.DataFrame, mask: pd.Series | np.ndarray, *, versioned: bool = True) -> pd.DataFrame:
     """The rows under ``mask`` that name a key, as a compact frame.
 
@@ -913,7 +919,7 @@ def check_hit_ratio(history: pd.DataFrame) -> CheckResult:
     if n_reads == 0:
         return CheckResult.skip(name, "no ok reads")
     source = history["source"]
-    hits = int((read & _equals(source, "hit")).sum())
+    hits = int((read & _hits(source)).sum())
     misses = int((read & _equals(source, "miss")).sum())
     ratio = hits / (hits + misses) if hits + misses else None
     return CheckResult(
@@ -938,7 +944,7 @@ def check_latency(history: pd.DataFrame) -> CheckResult:
     read = ok & _equals(f, "read")
     duration = history["t_complete"].to_numpy() - history["t_invoke"].to_numpy()
     masks = {
-        "read_hit": read & _equals(history["source"], "hit"),
+        "read_hit": read & _hits(history["source"]),
         "read_miss": read & _equals(history["source"], "miss"),
         "write": ok & _equals(f, "write"),
         "fill": ok & _equals(f, "fill"),

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS user_changes (
     commit_ns bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS user_changes_commit_ns ON user_changes (commit_ns);
+CREATE INDEX IF NOT EXISTS user_changes_user_version ON user_changes (user_id, version);
 
 CREATE OR REPLACE FUNCTION users_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -70,6 +71,7 @@ WRITE = (
     "UPDATE users SET name = coalesce(%s, name), email = coalesce(%s, email), version = version + 1"
     " WHERE id = %s RETURNING version"
 )
+COMMIT_NS = "SELECT commit_ns FROM user_changes WHERE user_id = %s AND version = %s"
 
 
 class Auth:
@@ -102,12 +104,16 @@ class Auth:
             return 404, {"error": "no such user"}, {}
         uid = int(path[0])
         fields = common.body_of(environ) or {}
-        with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(WRITE, (fields.get("name"), fields.get("email"), uid)).fetchone()
-        if row is None:
-            return 404, {"error": "no such user"}, {}
-        version = int(row[0])
-        commit_ns = time.time_ns()
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                row = conn.execute(WRITE, (fields.get("name"), fields.get("email"), uid)).fetchone()
+            if row is None:
+                return 404, {"error": "no such user"}, {}
+            version = int(row[0])
+            # The trigger's stamp, taken inside the commit: no tier can see the change before it,
+            # whereas a clock read here, after COMMIT returned, may come after the frontend's push.
+            stamp = conn.execute(COMMIT_NS, (uid, version)).fetchone()
+        commit_ns = int(stamp[0]) if stamp else time.time_ns()
         key = common.user_key(uid)
         self.log.add(key, version, "commit", commit_ns)
         ack = f"{common.ACK_PREFIX}{secrets.token_hex(8)}"

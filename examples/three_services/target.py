@@ -203,6 +203,12 @@ class ThreeServices:
             default=2.0,
             help="The frontend drops and re-opens its LISTEN connection this often (0: never).",
         )
+        parser.add_argument(
+            "--frontend-reconnect-pause-ms",
+            type=float,
+            default=200.0,
+            help="How long the frontend stays away from PostgreSQL at each reconnect (ms).",
+        )
 
     @classmethod
     def setup(cls, environment: Any) -> None:
@@ -222,6 +228,7 @@ class ThreeServices:
             l1_bug, frontend_bug = _bugs(parsed)
             backend = ["--l1-ttl-ms", str(parsed.backend_l1_ttl_ms)]
             frontend = ["--reconnect-every-s", str(parsed.frontend_reconnect_every_s)]
+            frontend += ["--reconnect-pause-ms", str(parsed.frontend_reconnect_pause_ms)]
             services = Services(
                 parsed.pg_dsn,
                 parsed.redis_url,
