@@ -60,7 +60,8 @@ def expected_legs(history: pd.DataFrame, events: pd.DataFrame) -> list[str]:
     legs |= {f"drop:{tier_of(s)}" for s in read_sources if str(s).startswith("hit:")}
     swept = history.loc[_is(history, "sweep"), "source"].astype(object).dropna().unique()
     legs |= {f"drop:{str(s).partition(':')[2]}" for s in swept if ":" in str(s)}
-    if _is(history, "ws_open").any():
+    # ws_recv too: a chunked analysis gives the keyless ws_open rows to one partition only.
+    if _is(history, "ws_open").any() or _is(history, "ws_recv").any():
         legs.add(TAB_LEG)
     order = {"drop": 0, "push": 1, "recv": 2}
     return sorted(legs, key=lambda leg: (order.get(leg.partition(":")[0], 3), leg))

@@ -65,6 +65,8 @@ CHECK_NAMES = (
     "lock_safety",
     "invalidation_latency",
     "eviction",
+    "tier_staleness",
+    "cascade",
 )
 DEFAULT_LOCK_TTL_MS = 1000
 
@@ -1096,8 +1098,7 @@ def run_checks(
                 contention.check_invalidation_latency(h),
                 contention.check_eviction(h, tol, n),
             ]
-            # Issue 8: per-tier staleness and the invalidation cascade (not in CHECK_NAMES, so the
-            # chunked path, which builds its verdict from CHECK_NAMES, leaves them out).
+            # Issue 8: staleness per serving tier and the invalidation cascade (tiers.py, cascade.py).
             checks += [check_tier_staleness(h, tol, options.ws_grace_ns, n), check_cascade(h, n)]
     judged = (
         evaluate_thresholds(thresholds, checks, None if history is None else normalise(history), run, locust)

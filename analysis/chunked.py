@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis import checks, contention, open_model
+from analysis.cascade import check_cascade
 from analysis.checks import CHECK_NAMES, LATENCY_GROUPS, NS_PER_S, Options, latency_stats
 from analysis.load import (
     ADDED_IN_V2,
@@ -61,6 +62,7 @@ from analysis.load import (
     present_columns,
     with_added_columns,
 )
+from analysis.tiers import check_tier_staleness
 from analysis.verdict import CheckResult, Verdict
 
 #: Checks run per partition and merged.
@@ -75,6 +77,8 @@ LOCAL_CHECKS = (
     "tx_atomicity",
     "lock_safety",
     "eviction",
+    "tier_staleness",
+    "cascade",
 )
 #: Figures that are the same in every partition (options, or computed from broadcast rows).
 SAME = {
@@ -88,12 +92,15 @@ SAME = {
     "keyspace_misses",
     "hit_ratio",
     "used_memory_max",
+    "grace_s",
 }
 EVERY = 255  # the partition of rows that go to every partition
 APPROX = {
     "stale_read": ["age_p50_us", "age_p99_us"],
     "stampede": ["p99_loads_per_epoch"],
     "lock_safety": ["by_source.span_s", "by_source.ops_per_s", "by_source.accepted_per_s"],
+    "tier_staleness": ["tiers.age_p50_us", "tiers.age_p99_us"],
+    "cascade": ["legs.p50_us", "legs.p99_us", "legs.recv:tab (partitions without ws_recv rows)"],
 }
 
 
@@ -212,9 +219,9 @@ def _merge_figures(values: list[Any], name: str) -> Any:
         return {k: _merge_figures([v.get(k) for v in present], k) for k in keys}
     if name in SAME or isinstance(first, bool | str):
         return first
-    if name.startswith(("max", "age_", "p99")) or name.endswith("_max") or name in ("span_s",):
+    if name.startswith(("max", "age_", "p50", "p99")) or name.endswith("_max") or name in ("span_s",):
         return max(present)
-    if name.startswith(("mean", "ops_per_s", "accepted_per_s", "watch_abort_rate", "ratio")):
+    if name.startswith(("mean", "ops_per_s", "accepted_per_s", "watch_abort_rate", "ratio", "stale_ratio")):
         return None  # recomputed from the merged counts
     return sum(present)
 
@@ -262,6 +269,12 @@ def _recompute(name: str, figures: dict[str, Any]) -> None:
         for guard in (figures.get("by_guard") or {}).values():
             n = guard["epochs_loaded"]
             guard["mean_loads_per_epoch"] = round(guard["db_loads"] / n, 3) if n else None
+    elif name == "tier_staleness":
+        figures["tiers_seen"] = len(figures.get("tiers") or {})
+        for tier in (figures.get("tiers") or {}).values():
+            tier["stale_ratio"] = tier["stale"] / tier["reads"] if tier.get("reads") else None
+    elif name == "cascade":
+        figures["legs_count"] = len(figures.get("legs") or {})
     elif name == "lock_safety":
         for mode in (figures.get("by_source") or {}).values():
             span = mode.get("span_s")
@@ -295,6 +308,10 @@ def _local(name: str, h: pd.DataFrame, run: dict[str, Any] | None, o: Options) -
         return contention.check_lock_safety(h, o.lock_ttl_ns, tol, n)
     if name == "eviction":
         return contention.check_eviction(h, tol, n)
+    if name == "tier_staleness":
+        return check_tier_staleness(h, tol, o.ws_grace_ns, n)
+    if name == "cascade":
+        return check_cascade(h, n)
     raise ValueError(name)
 
 
