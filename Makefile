@@ -1,4 +1,6 @@
 # make demo: a headless run on embedded services, a ramp to 500 users, then the verdict.
+# make three-services: the three-service sample (docs/three-services.md), a short StepRamp, then the verdict;
+#   THREE_SERVICES_ARGS=--backend-l1-ignores-invalidations (or --frontend-misses-reconnect) runs a bug mode.
 # make test: the test suite. Both create ./.venv from requirements.txt when it is missing.
 
 PYTHON ?= python3.11
@@ -7,8 +9,9 @@ BIN := $(VENV)/bin
 RUN_ID ?= $(shell date +%Y%m%d-%H%M%S)
 RESULTS ?= results
 DEMO_ARGS ?=
+THREE_SERVICES_ARGS ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo three-services test lint bench clean
 
 $(BIN)/locust: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -28,13 +31,23 @@ demo: $(BIN)/locust
 		|| [ $$? -eq 1 ]
 	$(BIN)/python -m analysis $(RESULTS)/$(RUN_ID)
 
+# Auth, backend and frontend start as processes over embedded Redis and PostgreSQL (ThreeServices.setup).
+three-services: $(BIN)/locust
+	$(BIN)/locust -f locustfile.py --headless --only-summary \
+		--target examples/three_services/target.py:ThreeServices \
+		--ramp-users 40 --ramp-time 8 --hold-time 12 --keys 200 --listeners 5 \
+		--results-dir $(RESULTS) --run-id $(RUN_ID) \
+		--csv $(RESULTS)/$(RUN_ID)/locust --html $(RESULTS)/$(RUN_ID)/locust.html $(THREE_SERVICES_ARGS) \
+		|| [ $$? -eq 1 ]
+	$(BIN)/python -m analysis $(RESULTS)/$(RUN_ID)
+
 test: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/locust
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cachestorm analysis users shapes locustfile.py
+	$(BIN)/mypy cachestorm analysis users shapes examples locustfile.py
 
 bench: $(BIN)/locust
 	$(BIN)/python bench/run.py

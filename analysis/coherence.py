@@ -22,6 +22,7 @@ from analysis.arrays import _count_before, _distinct, _member, _regressions, _so
 from analysis.kernels import (
     _equals,
     _examples,
+    _hits,
     _is,
     _max_completed_before,
     _notification_ns,
@@ -64,9 +65,9 @@ def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int
         age_ns = missed["t_invoke"].to_numpy() - missed["w_t_complete"].to_numpy(dtype="int64")
     pct = _percentiles_us(age_ns, {"p50": 50, "p99": 99, "max": 100})
     figures.update({"age_p50_us": pct["p50"], "age_p99_us": pct["p99"], "age_max_us": pct["max"]})
-    sources = reads["source"]
+    served = np.where(_hits(reads["source"]), "hit", reads["source"].astype(object).to_numpy())
     figures["by_source"] = {
-        src: {"reads": int((sources == src).sum()), "stale": int((sources[stale] == src).sum())}
+        src: {"reads": int((served == src).sum()), "stale": int((served[stale] == src).sum())}
         for src in ("hit", "miss")
     }
 
@@ -357,7 +358,7 @@ def check_hit_ratio(history: pd.DataFrame) -> CheckResult:
     if n_reads == 0:
         return CheckResult.skip(name, "no ok reads")
     source = history["source"]
-    hits = int((read & _equals(source, "hit")).sum())
+    hits = int((read & _hits(source)).sum())
     misses = int((read & _equals(source, "miss")).sum())
     ratio = hits / (hits + misses) if hits + misses else None
     return CheckResult(

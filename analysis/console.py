@@ -8,6 +8,7 @@ from typing import Any
 from analysis.open_model import NAME as OPEN_MODEL
 from analysis.ops import CONTENTION_LATENCY_OPS, LATENCY_GROUPS, SCHEDULED_GROUPS
 from analysis.registry import CHECKS
+from analysis.tiers_view import console_lines as tier_lines
 from analysis.verdict import CheckResult, ThresholdResult, Verdict
 
 WIDTH = 100
@@ -167,6 +168,7 @@ def render(verdict: Verdict) -> str:
     blocks = (
         _latency_table(verdict),
         _open_model_table(verdict),
+        tier_lines(verdict),
         _locust_table(verdict.locust),
         _threshold_lines(verdict),
     )

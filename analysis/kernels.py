@@ -22,6 +22,7 @@ from analysis.arrays import _group_cummax, _group_order, _max_before
 from analysis.load import COLUMNS, normalise
 from analysis.ops import (
     DB_LOAD,
+    HIT,
     INVALIDATE,
     LATENCY_GROUPS,
     NOTIFICATION,
@@ -29,6 +30,7 @@ from analysis.ops import (
     OK,
     READ,
     READ_GROUPS,
+    TIERED_HIT,
 )
 from analysis.verdict import jsonable
 
@@ -106,6 +108,12 @@ def _equals(column: pd.Series, value: str) -> np.ndarray:
     codes = _codes(column)
     code = int(column.cat.categories.get_indexer([value])[0])
     return codes == code if code >= 0 else np.zeros(len(codes), dtype=bool)
+
+
+def _hits(column: pd.Series) -> np.ndarray:
+    """Reads a cache served: ``hit``, or ``hit:<tier>`` from a target with several tiers."""
+    hit = [i for i, c in enumerate(column.cat.categories) if c == HIT or str(c).startswith(TIERED_HIT)]
+    return np.isin(_codes(column), hit)
 
 
 def _ops(history: pd.DataFrame, mask: pd.Series | np.ndarray, *, versioned: bool = True) -> pd.DataFrame:
@@ -293,7 +301,9 @@ def latency_masks(history: pd.DataFrame, groups: Iterable[str] = LATENCY_GROUPS)
         if group in READ_GROUPS:
             if read is None:
                 read = ok & _equals(f, READ)
-            masks[group] = read & _equals(history["source"], READ_GROUPS[group])
+            source = history["source"]
+            served = _hits(source) if READ_GROUPS[group] == HIT else _equals(source, READ_GROUPS[group])
+            masks[group] = read & served
         else:
             masks[group] = ok & _equals(f, group)
     return masks

@@ -27,6 +27,10 @@ WS_OPEN = "ws_open"
 WS_RECV = "ws_recv"
 WS_CLOSE = "ws_close"
 UI_READ = "ui_read"
+#: What a target's tiers did on their own (a drop, a push), reported at test stop.
+TIER_EVENT = "tier_event"
+#: A key's starting version, when the target's reset reported it.
+INITIAL = "initial"
 #: The WebSocket listener's connection rows.
 WS_OPS = (WS_OPEN, WS_RECV, WS_CLOSE)
 
@@ -42,9 +46,11 @@ INVALIDATE_BATCH = "invalidate_batch"
 DB_LOAD = "db_load"
 REDIS_STAT = "redis_stat"
 
-# Sources of a read: served from Redis, or loaded from PostgreSQL.
+# Sources of a read: served from a cache, or loaded from the database. A target with several cache
+# tiers says which one: ``hit:<tier>`` (``hit:l1``) is a hit too.
 HIT = "hit"
 MISS = "miss"
+TIERED_HIT = "hit:"
 
 #: Latency groups of ok reads, split by source: group -> source.
 READ_GROUPS = {"read_hit": HIT, "read_miss": MISS}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import coherence, contention, open_model, runinfo
+from analysis import cascade, coherence, contention, open_model, runinfo, tiers
 from analysis.kernels import group_durations
 from analysis.ops import (
     CONTENTION_LATENCY_OPS,
@@ -36,6 +36,7 @@ from analysis.ops import (
     READ,
     REDIS_STAT,
     SWEEP,
+    TIER_EVENT,
     TX_READ,
     TX_TRANSFER,
     UI_READ,
@@ -170,8 +171,20 @@ def _load_seconds(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _peak_loads(result: CheckResult, kept: list[Any]) -> None:
-    seconds = np.concatenate(kept)
-    result.figures["peak_db_loads_per_s"] = int(np.unique(seconds, return_counts=True)[1].max())
+    seconds = np.concatenate(kept) if kept else np.array([], dtype="int64")
+    # Without db_load rows the check counted a target's read misses: the partitions' peak stands.
+    if len(seconds):
+        result.figures["peak_db_loads_per_s"] = int(np.unique(seconds, return_counts=True)[1].max())
+
+
+def _tier_ratios(figures: dict[str, Any]) -> None:
+    figures["tiers_seen"] = len(figures.get("tiers") or {})
+    for tier in (figures.get("tiers") or {}).values():
+        tier["stale_ratio"] = tier["stale"] / tier["reads"] if tier.get("reads") else None
+
+
+def _leg_count(figures: dict[str, Any]) -> None:
+    figures["legs_count"] = len(figures.get("legs") or {})
 
 
 def _latency(parts: list[dict[str, np.ndarray]]) -> CheckResult:
@@ -316,7 +329,8 @@ CHECKS: tuple[Check, ...] = (
         "stampede",
         lambda c: contention.check_stampede(_h(c), c.options.stampede_guard == "lock", c.options.examples),
         Chunking.PARTITION,
-        reads=(DB_LOAD, INVALIDATE),
+        # A target's own recomputations are its read misses, its writes opening the epochs.
+        reads=(DB_LOAD, INVALIDATE, READ, WRITE),
         console=(
             "epochs",
             "db_loads",
@@ -395,6 +409,31 @@ CHECKS: tuple[Check, ...] = (
             "used_memory_max",
             "tolerance_ns",
         ),
+    ),
+    Check(
+        tiers.NAME,
+        lambda c: tiers.check_tier_staleness(
+            _h(c), c.options.tolerance_ns, c.options.ws_grace_ns, c.options.examples
+        ),
+        Chunking.PARTITION,
+        reads=(READ, WRITE, UI_READ, SWEEP),
+        console=("tiers_seen", "stale_judged"),
+        headline=("stale_judged", "tiers_seen"),
+        anchor="tier_staleness-fails-on-a-stale-read-in-a-tier",
+        same=("tolerance_ns", "grace_s"),
+        approx=("tiers.age_p50_us", "tiers.age_p99_us"),
+        recompute=_tier_ratios,
+    ),
+    Check(
+        cascade.NAME,
+        lambda c: cascade.check_cascade(_h(c), c.options.examples),
+        Chunking.PARTITION,
+        reads=(WRITE, TIER_EVENT, WS_RECV, WS_OPEN, READ, SWEEP),
+        console=("writes", "legs_count", "missing_judged"),
+        headline=("missing_judged", "writes"),
+        anchor="cascade-fails-when-a-tier-never-got-a-commit",
+        approx=("legs.p50_us", "legs.p99_us", "legs.recv:tab (partitions without ws_recv rows)"),
+        recompute=_leg_count,
     ),
 )
 CHECK_NAMES = tuple(c.name for c in CHECKS)

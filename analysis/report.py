@@ -31,6 +31,7 @@ from analysis.load import normalise
 from analysis.nines import WINDOWS_NS
 from analysis.ops import NS_PER_MS, NS_PER_S, NS_PER_US, READ_GROUPS
 from analysis.registry import CHECKS
+from analysis.tiers_view import report_section as section_tiers
 from analysis.verdict import Verdict, write_text_atomic
 
 REPORT_FILE = "report.html"
@@ -376,7 +377,8 @@ def section_cache(history: pd.DataFrame | None, t0: int) -> str:
             .size()
             .unstack(fill_value=0)
         )
-        hits = by["hit"] if "hit" in by else pd.Series(0, index=by.index)
+        hit_columns = [c for c in by.columns if c == "hit" or str(c).startswith("hit:")]
+        hits = by[hit_columns].sum(axis=1) if hit_columns else pd.Series(0, index=by.index)
         ratio = hits / by.sum(axis=1)
 
         def draw(fig: Figure) -> None:
@@ -832,6 +834,7 @@ def build_report(
         section_cache(h, t0),
         section_staleness(h, tolerance_ns),
         section_notification(h),
+        section_tiers(verdict),
         section_contention(h),
         section_nines(nines),
         section_omission(h),

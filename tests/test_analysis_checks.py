@@ -428,7 +428,8 @@ def test_run_checks_composes_verdict() -> None:
     v = run_checks(h, None, Options())
     assert [c.name for c in v.checks] == list(CHECK_NAMES)
     assert not v.passed
-    assert v.failed == ["stale_read", "divergence"]
+    # tier_staleness flags the same stale read, in its tier (a plain "hit": the cache).
+    assert v.failed == ["stale_read", "divergence", "tier_staleness"]
     assert v.notes  # run.json missing is said
     summary = v.to_summary()
     assert summary["passed"] is False
