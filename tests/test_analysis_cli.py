@@ -100,8 +100,7 @@ def test_anomalous_history_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
     write_run(tmp_path)
     assert main([str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    # tier_staleness flags the same stale read in its tier (a plain "hit": the cache).
-    assert out.rstrip().splitlines()[-1] == "VERDICT: FAIL (stale_read, divergence, tier_staleness)"
+    assert out.rstrip().splitlines()[-1] == "VERDICT: FAIL (stale_read, divergence)"
     s = summary(tmp_path)
     assert s["passed"] is False
     stale = s["checks"]["stale_read"]

@@ -220,11 +220,10 @@ def test_a_failed_check_is_not_named_twice(tmp_path: Path, capsys: pytest.Captur
     write_results(tmp_path, [*clean_rows(), row("read", 40, 41, 0, process=3, source="hit")])
     assert main([str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    # tier_staleness judges the same stale read per tier: two checks, each named once.
-    assert out.rstrip().splitlines()[-1] == "VERDICT: FAIL (stale_read, tier_staleness)"
+    assert out.rstrip().splitlines()[-1] == "VERDICT: FAIL (stale_read)"
     assert "FAIL threshold stale_read violations 1 > 0" in out
     s = summary(tmp_path)
-    assert s["failed"] == ["stale_read", "tier_staleness"]
+    assert s["failed"] == ["stale_read"]
     assert s["thresholds"]["threshold:max_violations.stale_read"]["passed"] is False
     assert s["thresholds"]["threshold:max_violations.counter"]["skipped"] is True
 

@@ -62,13 +62,24 @@ def test_plain_hit_and_miss_are_the_cache_and_the_database() -> None:
 
 
 def test_tab_reads_are_judged_beyond_the_grace_only() -> None:
-    within = history(row("write", 0, 10, 1), row("ui_read", 500, 500, 0, process=9))
+    tiered = row("read", 20, 21, 1, source="hit:l1")
+    within = history(row("write", 0, 10, 1), tiered, row("ui_read", 500, 500, 0, process=9))
     result = check_tier_staleness(within, grace_ns=NS_PER_S)
     assert result.passed and result.figures["tiers"]["tab"]["stale"] == 1
     assert result.figures["tiers"]["tab"]["stale_beyond_grace"] == 0
-    beyond = history(row("write", 0, 10, 1), row("ui_read", 1500, 1500, 0, process=9))
+    beyond = history(row("write", 0, 10, 1), tiered, row("ui_read", 1500, 1500, 0, process=9))
     result = check_tier_staleness(beyond, grace_ns=NS_PER_S)
     assert not result.passed and result.figures["tiers"]["tab"]["stale_beyond_grace"] == 1
+
+
+def test_a_target_without_named_tiers_is_broken_down_not_judged_twice() -> None:
+    """Plain hit and miss: stale_read judges the stale read; the breakdown only reports it."""
+    h = history(row("write", 0, 10, 1), row("read", 20, 21, 0, source="hit"))
+    result = check_tier_staleness(h)
+    assert result.passed and result.figures["named_tiers"] is False
+    assert result.figures["tiers"]["cache"]["stale"] == 1
+    named = check_tier_staleness(history(row("write", 0, 10, 1), row("read", 20, 21, 0, source="hit:l1")))
+    assert not named.passed and named.figures["tiers"]["l1"]["stale"] == 1
 
 
 def test_a_tiered_sweep_entry_behind_the_database_is_flagged() -> None:
