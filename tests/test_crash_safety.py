@@ -16,18 +16,22 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import psutil
 import pyarrow.parquet as pq
 import pytest
 import redis
+from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner, WorkerNode, WorkerNodes
 
 from cachestorm import history
-from cachestorm.coordinator import TICK_S
+from cachestorm.coordinator import TICK_S, Coordinator
 from cachestorm.history import MSG_BATCH, MSG_END, STARTED_FILE, Collector, Recorder, Shipper
 from cachestorm.node import SHIP_INTERVAL_S
+from cachestorm.options import Options
 from tests.conftest import ROOT
 
 CONTENTION = "tests/locustfiles/contention.py"
@@ -124,6 +128,47 @@ def test_a_lost_node_is_named_with_how_far_its_history_reached(tmp_path: Path) -
     w1 = run["nodes"]["w1"]
     assert w1["lost"] is False and w1["missing_rows"] == 0 and w1["missing_rows_reason"] is None
     assert w1["last_row_ns"] == 9011
+
+
+class FakeMaster(MasterRunner):
+    """A MasterRunner with workers but no sockets: what Coordinator.drain reads of it."""
+
+    def __init__(self, states: dict[str, str]) -> None:  # no super(): no server, no greenlets
+        self.clients = WorkerNodes()
+        for node, state in states.items():
+            self.clients[node] = WorkerNode(node, state=state)
+        self.sent: list[str] = []
+
+    def send_message(self, msg_type: str, data: Any = None, client_id: str | None = None) -> None:
+        self.sent.append(msg_type)
+
+
+@pytest.mark.parametrize("w2_state", [STATE_MISSING, STATE_RUNNING], ids=["missing", "control-alive"])
+def test_the_drain_does_not_wait_for_a_worker_locust_marked_missing(w2_state: str, tmp_path: Path) -> None:
+    drain_timeout_s = 1.5
+    runner = FakeMaster({"w1": STATE_RUNNING, "w2": w2_state})
+    options = replace(Options(**dict.fromkeys(Options.__dataclass_fields__)), drain_timeout=drain_timeout_s)
+    coordinator = Coordinator(cast(Any, SimpleNamespace(runner=runner)), "master", options)
+    c = coordinator.collector = Collector(tmp_path / "run", "r1")
+    c.expected_nodes = {"w1", "w2"}
+    coordinator.missing_since = {}
+    rec = Recorder()
+    s = Shipper(rec, wire(c), "w2", "r1")
+    record_reads(rec, 3)
+    s.ship()  # then w2 dies
+    Shipper(Recorder(), wire(c), "w1", "r1").end()
+    t0 = time.monotonic()
+    coordinator.drain()
+    waited = time.monotonic() - t0
+    run = c.finalize({})
+    assert run["history_complete"] is False
+    if w2_state == STATE_MISSING:
+        assert waited < drain_timeout_s / 3
+        assert run["lost_nodes"] == ["w2"] and run["nodes"]["w2"]["last_batch_seq"] == 1
+    else:
+        # The positive control: a worker Locust still counts as alive is waited for, to the end.
+        assert waited >= drain_timeout_s
+        assert run["lost_nodes"] == [] and run["nodes"]["w2"]["reported_final_count"] is False
 
 
 # Real runs ----------------------------------------------------------------------------------------
