@@ -1,14 +1,17 @@
 """The coordinating side of a run, on the master or the single local runner.
 
-At each test start the :class:`Coordinator` picks a run id and has the target reset its keys; at
-each stop it drains the workers' history, has the target sweep its keys for divergence, writes
-``RESULTS/<run-id>/run.json`` and fires :data:`cachestorm.events.run_finished`.
+At each test start the :class:`Coordinator` picks a run id, writes ``RESULTS/<run-id>/run.started.json``,
+points ``RESULTS/latest`` at the run and has the target reset its keys; while the run goes, it has
+the collector write parts every few seconds and watches for workers Locust has marked missing; at
+each stop it drains the workers' history (not waiting for the lost ones), has the target sweep its
+keys for divergence, writes ``RESULTS/<run-id>/run.json`` and fires :data:`cachestorm.events.run_finished`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -21,7 +24,7 @@ import gevent
 import redis
 from locust.argument_parser import default_args_dict
 from locust.env import Environment
-from locust.runners import MasterRunner
+from locust.runners import STATE_MISSING, MasterRunner
 
 from cachestorm import events, target_loader
 from cachestorm.history import ROW_COLUMNS, Collector, Recorder
@@ -33,6 +36,8 @@ log = logging.getLogger("cachestorm")
 
 MSG_DRAIN = "cachestorm_drain"
 STATS_INTERVAL_S = 1.0
+# How often the master checks for a due part and for missing workers: well under the flush interval.
+TICK_S = 0.5
 
 
 def new_run_id() -> str:
@@ -55,6 +60,9 @@ class Coordinator:
     started_ns: int = 0
     first_run_id: str = ""
     stats_greenlet: Any = None
+    tick_greenlet: Any = None
+    #: When each worker was first seen missing in this run (ns), cleared if it comes back.
+    missing_since: dict[str, int] | None = None
     #: The master's own instance of the run's target, for its reset, stats and sweep.
     target: Any = None
     #: What the target's reset said of each key's starting version (None: all at 0).
@@ -73,12 +81,24 @@ class Coordinator:
             parsed.seed = secrets.randbits(31)
         self.options = o = Options.from_parsed(parsed)
         self.run_dir = Path(o.results_dir) / run_id
-        self.collector = Collector(self.run_dir, run_id)
+        self.collector = Collector(self.run_dir, run_id, flush_interval_s=o.history_flush_s)
         self.contract_broken = ""
+        self.missing_since = {}
         runner = self.environment.runner
         if isinstance(runner, MasterRunner):
             self.collector.expected_nodes = {c.id for c in runner.clients.ready + runner.clients.running}
         self.started_ns = time.time_ns()
+        self.collector.start(
+            {
+                "started_ns": self.started_ns,
+                "target": {"spec": o.target or target_loader.DEFAULT},
+                "options": run_options(parsed, o),
+                "locust": {"runner": type(runner).__name__},
+            }
+        )
+        point_latest(self.run_dir)
+        self.stop_tick()
+        self.tick_greenlet = gevent.spawn(self._tick, self.collector)
         self.close_target()
         processes = count(1)
         self.target = target_loader.load(o.target)(
@@ -124,6 +144,37 @@ class Coordinator:
                     collector.add_rows(self.node, [list(c) for c in zip(*rows, strict=True)])
             gevent.sleep(STATS_INTERVAL_S)
 
+    def _tick(self, collector: Collector) -> None:
+        """Until killed: write a part when one is due, and note workers Locust marked missing."""
+        while True:
+            gevent.sleep(TICK_S)
+            try:
+                collector.flush_due()
+            except OSError as e:
+                log.error("cachestorm: could not write a history part: %s", e)
+            self.watch_workers(collector)
+
+    def watch_workers(self, collector: Collector) -> None:
+        runner = self.environment.runner
+        if not isinstance(runner, MasterRunner) or self.missing_since is None:
+            return
+        for node in collector.expected_nodes | set(collector.nodes):
+            client = runner.clients.get(node)
+            if client is None or client.state == STATE_MISSING:
+                self.missing_since.setdefault(node, time.time_ns())
+            else:
+                self.missing_since.pop(node, None)
+
+    def lost_workers(self, collector: Collector) -> set[str]:
+        """Workers still owing their final count that Locust has marked missing or forgotten."""
+        self.watch_workers(collector)
+        return collector.waiting_for() & set(self.missing_since or ())
+
+    def stop_tick(self) -> None:
+        if self.tick_greenlet is not None:
+            self.tick_greenlet.kill(block=True)
+            self.tick_greenlet = None
+
     def on_batch(self, data: dict[str, Any]) -> None:
         if self.collector is not None:
             self.collector.add_batch(data)
@@ -141,15 +192,25 @@ class Coordinator:
             return
         deadline = time.monotonic() + self.options.drain_timeout
         asked = False
-        while c.waiting_for() and time.monotonic() < deadline:
+        # A worker Locust marked missing stopped sending heartbeats: waiting for it would only
+        # delay the run's end by the whole timeout.
+        while c.waiting_for() - self.lost_workers(c) and time.monotonic() < deadline:
             if not asked:
                 runner.send_message(MSG_DRAIN, {"run": c.run_id})
                 asked = True
             gevent.sleep(0.05)
-        if c.waiting_for():
+        for node in sorted(self.lost_workers(c)):
+            since = (self.missing_since or {})[node]
+            c.mark_lost(node, f"Locust marked the worker missing (no heartbeat) at {since} ns")
+            log.error(
+                "cachestorm: worker %s was lost mid-run: its history ends at its last batch, and "
+                "run.json will say the history is incomplete",
+                node,
+            )
+        if c.waiting_for() - self.lost_workers(c):
             log.error(
                 "cachestorm: no final history count from %s: run.json will say the history is incomplete",
-                ", ".join(sorted(c.waiting_for())),
+                ", ".join(sorted(c.waiting_for() - self.lost_workers(c))),
             )
 
     def final_reads(self, c: Collector) -> None:
@@ -200,6 +261,7 @@ class Coordinator:
         if c is None or c.finalized:
             return
         self.drain()
+        self.stop_tick()
         if self.stats_greenlet is not None:
             self.stats_greenlet.kill(block=True)
             self.stats_greenlet = None
@@ -237,11 +299,6 @@ class Coordinator:
         self.close_target()
         run = c.finalize(meta)
         assert self.run_dir is not None
-        latest = self.run_dir.parent / "latest"
-        with contextlib.suppress(OSError):
-            if latest.is_symlink() or latest.exists():
-                latest.unlink()
-            latest.symlink_to(self.run_dir.name)
         state = "complete" if run["history_complete"] else "INCOMPLETE"
         print(
             f"cachestorm: run {c.run_id}: {run['rows']} history rows ({state}) in {self.run_dir}", flush=True
@@ -253,6 +310,18 @@ class Coordinator:
             with contextlib.suppress(Exception):
                 self.target.close()
         self.target = None
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make ``RESULTS/latest`` name ``run_dir`` from the run's start, replacing it in one rename so
+    that a reader never finds it missing."""
+    latest = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    with contextlib.suppress(OSError):
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, latest)
 
 
 def add_rows(collector: Collector, node: str, rows: list[tuple[Any, ...]]) -> None:

@@ -4,8 +4,9 @@ Data flows one way. Users record rows into their node's :class:`Recorder` (an in
 cheapest thing the hot path can do). A :class:`Shipper` greenlet takes the rows every second and
 sends them as a numbered batch over Locust's messages (``cachestorm_history``). On a single-process
 run Locust delivers the message in-process, so there is one path for every deployment. The master's
-:class:`Collector` checks each node's sequence numbers, writes Parquet parts under
-``RESULTS/history/``, and finally ``run.json``. The schema is documented in docs/history.md.
+:class:`Collector` writes ``run.started.json`` when the run starts, checks each node's sequence
+numbers, writes Parquet parts under ``RESULTS/history/`` every few seconds, and finally
+``run.json``. The schema is documented in docs/history.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 2
@@ -57,8 +59,14 @@ MSG_BATCH = "cachestorm_history"
 MSG_END = "cachestorm_history_end"
 
 # Rows held by the collector before it writes a part: big enough for efficient Parquet row groups,
-# small enough that a crash loses little and memory stays flat on long runs.
+# small enough that memory stays flat on long runs.
 PART_ROWS = 250_000
+# Seconds after which pending rows are written as a part even if fewer than PART_ROWS: what a
+# SIGKILL of the master loses, beside the rows still on their way from the nodes.
+FLUSH_INTERVAL_S = 2.0
+
+RUN_FILE = "run.json"
+STARTED_FILE = "run.started.json"
 
 
 def _discard(_row: tuple[Any, ...]) -> None:
@@ -206,6 +214,10 @@ def cpu_summary(samples: Sequence[float], interval_s: float = 1.0) -> dict[str, 
 class NodeTally:
     seqs: set[int] = field(default_factory=set)
     rows: int = 0
+    # The newest t_complete among the node's rows: how far its history reached.
+    last_row_ns: int | None = None
+    # Why the master stopped waiting for this node's final count (None: it did not).
+    lost: str | None = None
     final_batches: int | None = None
     final_rows: int | None = None
     clock_offset_ns: int = 0
@@ -219,11 +231,16 @@ class NodeTally:
 
 
 class Collector:
-    """Gathers one run's batches from every node and writes RESULTS/history/ and run.json."""
+    """Gathers one run's batches from every node and writes RESULTS/history/ and run.json.
 
-    def __init__(self, run_dir: Path, run_id: str) -> None:
+    ``flush_interval_s`` is how old the oldest pending row may get before it is written as a part
+    (0: only every PART_ROWS rows, as a measure of what the periodic parts cost).
+    """
+
+    def __init__(self, run_dir: Path, run_id: str, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.run_dir = run_dir
         self.run_id = run_id
+        self.flush_interval_s = flush_interval_s
         self.history_dir = run_dir / "history"
         self.history_dir.mkdir(parents=True, exist_ok=True)
         self.nodes: dict[str, NodeTally] = {}
@@ -232,8 +249,23 @@ class Collector:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._parts = 0
+        self._oldest_pending = 0.0
         self.rows_written = 0
         self.finalized = False
+
+    def start(self, meta: dict[str, Any]) -> None:
+        """Write ``run.started.json``: the run exists, and until ``run.json`` appears it has not finished."""
+        started = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "state": "running",
+            **meta,
+            "expected_nodes": sorted(self.expected_nodes),
+            "part_rows": PART_ROWS,
+            "flush_interval_s": self.flush_interval_s,
+            "written_ns": time.time_ns(),
+        }
+        write_json_atomic(self.run_dir / STARTED_FILE, started)
 
     # Message handlers -------------------------------------------------------------------------
     def add_batch(self, data: dict[str, Any]) -> None:
@@ -246,8 +278,10 @@ class Collector:
         if seq in tally.seqs:
             return
         tally.seqs.add(seq)
-        self.add_rows(data["node"], data["columns"])
+        newest = self.add_rows(data["node"], data["columns"])
         tally.rows += len(data["columns"][0])
+        if newest is not None and (tally.last_row_ns is None or newest > tally.last_row_ns):
+            tally.last_row_ns = newest
 
     def add_end(self, data: dict[str, Any]) -> None:
         if data.get("run") != self.run_id:
@@ -255,6 +289,7 @@ class Collector:
         tally = self.nodes.setdefault(data["node"], NodeTally())
         tally.final_batches = int(data["batches"])
         tally.final_rows = int(data["rows"])
+        tally.lost = None  # given up on too early: it was slow, not gone
         tally.clock_offset_ns = int(data.get("clock_offset_ns", 0))
         tally.clock_uncertainty_ns = int(data.get("clock_uncertainty_ns", 0))
         started = data.get("schedule_started_ns")
@@ -262,16 +297,33 @@ class Collector:
         tally.cpu_percent = data.get("cpu_percent")
 
     # Rows ---------------------------------------------------------------------------------------
-    def add_rows(self, node: str, columns: Sequence[Sequence[Any]]) -> None:
+    def add_rows(self, node: str, columns: Sequence[Sequence[Any]]) -> int | None:
+        """Queue rows for the next part. Returns their newest ``t_complete`` (None: no rows)."""
         n = len(columns[0])
         if n == 0:
-            return
+            return None
         arrays = [pa.array(columns[0], pa.int64()), pa.array([node] * n, pa.string())]
         for name, col in zip(ROW_COLUMNS[1:], columns[1:], strict=True):
             arrays.append(pa.array(col, SCHEMA.field(name).type))
+        if not self._pending_rows:
+            self._oldest_pending = time.monotonic()
         self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
         self._pending_rows += n
         if self._pending_rows >= PART_ROWS:
+            self.write_part()
+        else:
+            self.flush_due()
+        newest: int | None = pc.max(arrays[SCHEMA.get_field_index("t_complete")]).as_py()
+        return newest
+
+    def flush_due(self) -> None:
+        """Write the pending rows if the oldest has waited ``flush_interval_s``. Called on every
+        batch, and by the master's ticker for when no batch comes (every node gone)."""
+        if (
+            self._pending_rows
+            and self.flush_interval_s > 0
+            and time.monotonic() - self._oldest_pending >= self.flush_interval_s
+        ):
             self.write_part()
 
     def write_part(self) -> None:
@@ -296,6 +348,12 @@ class Collector:
             if self.nodes.get(n, NodeTally()).final_batches is None
         }
 
+    def mark_lost(self, node: str, reason: str) -> None:
+        """Stop counting on ``node``'s final count: run.json says how far its history reached."""
+        tally = self.nodes.setdefault(node, NodeTally())
+        if tally.final_batches is None:
+            tally.lost = reason
+
     def finalize(self, meta: dict[str, Any]) -> dict[str, Any]:
         """Write the last part and run.json. Returns what was written to run.json."""
         self.write_part()
@@ -311,9 +369,19 @@ class Collector:
             nodes[name] = {
                 "batches": len(tally.seqs),
                 "rows": tally.rows,
+                "last_batch_seq": max(tally.seqs, default=None),
+                "last_row_ns": tally.last_row_ns,
                 "reported_final_count": reported,
+                "lost": tally.lost is not None,
+                "lost_reason": tally.lost,
                 "missing_batches": missing,
                 "missing_rows": (tally.final_rows - tally.rows) if tally.final_rows is not None else None,
+                "missing_rows_reason": (
+                    None
+                    if reported
+                    else "the node never sent its final count, so the rows it recorded after its "
+                    "last batch cannot be counted"
+                ),
                 "clock_offset_ns": tally.clock_offset_ns,
                 "clock_uncertainty_ns": tally.clock_uncertainty_ns,
                 "schedule_started_ns": tally.schedule_started_ns,
@@ -322,14 +390,17 @@ class Collector:
         run = {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.run_id,
+            "state": "finished",
             **meta,
             "clock_uncertainty_ns": max((t.clock_uncertainty_ns for t in self.nodes.values()), default=0),
             "nodes": nodes,
+            "lost_nodes": sorted(n for n, v in nodes.items() if v["lost"]),
             "history_complete": complete,
             "rows": self.rows_written,
+            "parts": self._parts,
             "written_ns": time.time_ns(),
         }
-        write_json_atomic(self.run_dir / "run.json", run)
+        write_json_atomic(self.run_dir / RUN_FILE, run)
         return run
 
 

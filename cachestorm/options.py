@@ -24,6 +24,7 @@ from typing import Any
 
 from cachestorm import target_loader
 from cachestorm.arrival import Schedule, default_users
+from cachestorm.history import FLUSH_INTERVAL_S, PART_ROWS
 from cachestorm.strategies import STRATEGIES
 
 SCENARIOS = ("coherence", "contention", "all")
@@ -320,6 +321,16 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
     )
     group.add_argument(
+        "--history-flush-s",
+        env_var="CACHESTORM_HISTORY_FLUSH_S",
+        type=float,
+        default=FLUSH_INTERVAL_S,
+        help="Seconds after which the master writes the history rows it holds as a Parquet part, "
+        "so that a crash of the master loses at most about that much. 0: a part only every "
+        f"{PART_ROWS} rows (to measure what the periodic parts cost).",
+        include_in_web_ui=False,
+    )
+    group.add_argument(
         "--run-id", env_var="CACHESTORM_RUN_ID", default="", include_in_web_ui=False, help=argparse.SUPPRESS
     )
 
@@ -369,6 +380,7 @@ class Options:
     verdict: bool
     drain_timeout: float
     run_id: str
+    history_flush_s: float = FLUSH_INTERVAL_S
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
@@ -400,6 +412,7 @@ class Options:
             verdict=bool(parsed.verdict),
             drain_timeout=float(parsed.drain_timeout),
             run_id=parsed.run_id or "",
+            history_flush_s=float(getattr(parsed, "history_flush_s", FLUSH_INTERVAL_S)),
         )
 
     def schedule(self) -> Schedule | None:
@@ -443,6 +456,8 @@ class Options:
             out.append(f"--redis-maxmemory is {self.redis_maxmemory!r}: use bytes or a size like 64mb.")
         if self.redis_pool_size < 1:
             out.append(f"--redis-pool-size is {self.redis_pool_size}: it must be at least 1.")
+        if self.history_flush_s < 0:
+            out.append(f"--history-flush-s is {self.history_flush_s}: it must be 0 or more.")
         if self.open_users < 0:
             out.append(f"--open-users is {self.open_users}: it must be 0 (automatic) or more.")
         if not 0.0 <= self.probe_rate <= 1.0:
