@@ -61,6 +61,7 @@ from analysis.load import (
     with_added_columns,
 )
 from analysis.options import Options
+from analysis.outcomes import judge
 from analysis.registry import CHECKS, Check, Chunking, Context
 from analysis.runinfo import NO_RUN_NOTE, generator_note
 from analysis.verdict import CheckResult, Verdict
@@ -297,7 +298,8 @@ def run_checks_chunked(
     summary_options = options.to_dict()
     summary_options["thresholds"] = None
     summary_options["chunks"] = n_chunks
-    return Verdict(checks=[by_name[c.name] for c in CHECKS], run=run, options=summary_options, notes=notes)
+    checks = judge([by_name[c.name] for c in CHECKS], run)
+    return Verdict(checks=checks, run=run, options=summary_options, notes=notes)
 
 
 def _f_in(table: pa.Table, names: list[str]) -> np.ndarray:
