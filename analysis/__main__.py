@@ -19,6 +19,7 @@ from analysis.chunked import run_checks_chunked
 from analysis.console import render
 from analysis.load import InputError, Inputs, history_rows, load_columns, load_results
 from analysis.nines import compute_nines
+from analysis.ops import NS_PER_MS
 from analysis.report import write_report
 from analysis.thresholds import Thresholds, evaluate_thresholds, load_thresholds
 from analysis.verdict import FAIL, PASS, UNKNOWN, Verdict, dumps, jsonable, write_summary
@@ -111,13 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         else:
             chunks = int(args.chunks)
-        inputs = load_results(args.results, history=chunks == 1 or rows == 0)
+        tolerance_ns = None if args.tolerance is None else round(args.tolerance * NS_PER_MS)
+        inputs = load_results(args.results, history=chunks == 1 or rows == 0, tolerance_ns=tolerance_ns)
+        options = Options.resolve(inputs.run, tolerance_ms=args.tolerance, ws_grace_s=args.ws_grace)
+        if inputs.history is None and rows:
+            # The chunked mode checks the rows as it reads them: bad input can surface here too.
+            verdict = chunked_verdict(inputs, chunks, options, thresholds)
     except InputError as exc:
         print(f"analysis: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    options = Options.resolve(inputs.run, tolerance_ms=args.tolerance, ws_grace_s=args.ws_grace)
     if inputs.history is None and rows:
-        verdict = chunked_verdict(inputs, chunks, options, thresholds)
         nines: dict[str, Any] = {"skipped": True, "reason": f"checked in {chunks} partitions by key"}
     else:
         verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust, thresholds=thresholds)

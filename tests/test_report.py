@@ -346,6 +346,8 @@ def test_closed_loop_note_with_or_without_the_column(tmp_path: Path, column: str
     probe = frame([row("probe", 50, 51, 0, key="cs:e:1", value=0, source="absent")])
     probe["t_intended"] = pd.array([40 * MS], dtype="Int64")
     probe.to_parquet(results / "history" / "part-00001.parquet", index=False)
+    run = json.loads((results / "run.json").read_text())
+    (results / "run.json").write_text(json.dumps({**run, "rows": 6}))  # the probe's row too
     main([str(results), "--thresholds", "none"])
     page = (results / REPORT_FILE).read_text(encoding="utf-8")
     assert CLOSED_LOOP in page.split('id="omission"', 1)[1]
