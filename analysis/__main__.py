@@ -1,7 +1,8 @@
 """``python -m analysis RESULTS``: check a run's op history and print the verdict.
 
 Exit status: 0 every check passed, 1 a check failed or a threshold was breached, 2 the input (or the
-thresholds file) could not be used.
+thresholds file) could not be used, 3 unknown: no check failed, but one the run needed could not be
+judged (skipped, or its rows incomplete).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from analysis.chunked import run_checks_chunked
 from analysis.console import render
 from analysis.load import InputError, Inputs, history_rows, load_columns, load_results
 from analysis.nines import compute_nines
+from analysis.ops import NS_PER_MS
 from analysis.report import write_report
 from analysis.thresholds import Thresholds, evaluate_thresholds, load_thresholds
-from analysis.verdict import Verdict, dumps, jsonable, write_summary
+from analysis.verdict import FAIL, PASS, UNKNOWN, Verdict, dumps, jsonable, write_summary
 
-EXIT_PASS, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_CODES = {PASS: EXIT_PASS, FAIL: EXIT_FAIL, UNKNOWN: EXIT_UNKNOWN}
 #: Peak memory per history row when checked all at once, with margin: bench/checker_speed.py
 #: measured 150 bytes per operation at 10M rows (docs/performance.md).
 BYTES_PER_ROW = 300
@@ -41,8 +44,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description="Check a cachestorm run's op history for cache anomalies and write summary.json.",
-        epilog="Exit status: 0 all checks and thresholds passed, 1 a check failed or a threshold was "
-        "breached, 2 bad input or thresholds file. See docs/checks.md.",
+        epilog="Exit status: 0 pass: all checks and thresholds passed; 1 fail: a check failed or a "
+        "threshold was breached; 2 bad input or thresholds file; 3 unknown: nothing failed, but a check "
+        "the run needed was skipped or its history is incomplete. See docs/checks.md.",
     )
     parser.add_argument("results", help="the results directory of a run (holds history/, run.json)")
     parser.add_argument(
@@ -108,13 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         else:
             chunks = int(args.chunks)
-        inputs = load_results(args.results, history=chunks == 1 or rows == 0)
+        tolerance_ns = None if args.tolerance is None else round(args.tolerance * NS_PER_MS)
+        inputs = load_results(args.results, history=chunks == 1 or rows == 0, tolerance_ns=tolerance_ns)
+        options = Options.resolve(inputs.run, tolerance_ms=args.tolerance, ws_grace_s=args.ws_grace)
+        if inputs.history is None and rows:
+            # The chunked mode checks the rows as it reads them: bad input can surface here too.
+            verdict = chunked_verdict(inputs, chunks, options, thresholds)
     except InputError as exc:
         print(f"analysis: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    options = Options.resolve(inputs.run, tolerance_ms=args.tolerance, ws_grace_s=args.ws_grace)
     if inputs.history is None and rows:
-        verdict = chunked_verdict(inputs, chunks, options, thresholds)
         nines: dict[str, Any] = {"skipped": True, "reason": f"checked in {chunks} partitions by key"}
     else:
         verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust, thresholds=thresholds)
@@ -132,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_INPUT
     print(dumps(summary) if args.json else render(verdict), end="" if args.json else "\n")
-    return EXIT_PASS if verdict.passed else EXIT_FAIL
+    return EXIT_CODES[verdict.outcome]
 
 
 def chunked_verdict(inputs: Inputs, chunks: int, options: Options, thresholds: Thresholds | None) -> Verdict:

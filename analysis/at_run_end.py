@@ -22,7 +22,8 @@ BAD_INPUT = 2
 
 
 def judge(environment: Any, run_dir: Path, options: Any, **_kw: Any) -> None:
-    """Analyse ``run_dir`` when the run asked for ``--verdict``; the verdict becomes the exit code."""
+    """Analyse ``run_dir`` when the run asked for ``--verdict``; the verdict becomes the exit code:
+    0 pass, 1 fail, 3 unknown (docs/checks.md, "Exit status"), 2 bad input."""
     if not options.verdict:
         return
     from analysis.__main__ import main as analyse  # noqa: PLC0415

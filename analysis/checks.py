@@ -34,6 +34,7 @@ from analysis.ops import (
     WS_OPS,
 )
 from analysis.options import Options
+from analysis.outcomes import judge
 from analysis.registry import BY_NAME, CHECK_NAMES, CHECKS, Chunking, Context
 from analysis.runinfo import NO_RUN_NOTE, check_generator_cpu, check_history_complete, generator_note
 from analysis.thresholds import Thresholds, evaluate_thresholds
@@ -49,7 +50,8 @@ def run_checks(
     locust: dict[str, Any] | None = None,
     thresholds: Thresholds | None = None,
 ) -> Verdict:
-    """Run every check and compose the results into one :class:`Verdict`.
+    """Run every check, judge each one's outcome (:func:`analysis.outcomes.judge`: pass, fail,
+    unknown or not applicable) and compose the results into one :class:`Verdict`.
 
     ``history`` may be ``None`` (a results dir holding only Locust CSVs): every history check is
     then skipped. ``options`` default to :meth:`Options.resolve` on ``run``. ``thresholds`` (see
@@ -71,6 +73,7 @@ def run_checks(
         with sharing(history) as h:
             context = Context(h, run, options, len(h))
             checks = [c.call(context) for c in CHECKS]
+    checks = judge(checks, run)
     judged = (
         evaluate_thresholds(thresholds, checks, None if history is None else normalise(history), run, locust)
         if thresholds is not None

@@ -61,8 +61,10 @@ from analysis.load import (
     with_added_columns,
 )
 from analysis.options import Options
+from analysis.outcomes import judge
 from analysis.registry import CHECKS, Check, Chunking, Context
 from analysis.runinfo import NO_RUN_NOTE, generator_note
+from analysis.validate import check_copies, check_rows, check_schema, check_versions, locate
 from analysis.verdict import CheckResult, Verdict
 
 #: Checks run per partition and merged, in the registry's order.
@@ -85,7 +87,9 @@ class _Source:
             raise InputError(f"{path}: no history/*.parquet found; pass a results directory written by a run")
         self.n_chunks = n_chunks
         self.parts: list[tuple[pq.ParquetFile, int, int]] = []  # (file, row group, first row)
+        check_copies(self.files)
         offset = 0
+        counts = []
         for file in self.files:
             pf = pq.ParquetFile(file, read_dictionary=list(CATEGORICAL))
             missing = [c for c in COLUMNS if c not in pf.schema_arrow.names and c not in ADDED_IN_V2]
@@ -93,10 +97,19 @@ class _Source:
                 raise InputError(
                     f"{file}: lacks column(s) {', '.join(missing)}; expected op history schema v2"
                 )
+            check_schema(pf.schema_arrow, file)
+            in_file = 0
             for i in range(pf.num_row_groups):
+                # The rows' own checks, a row group at a time, before any is judged.
+                check_rows(pf.read_row_group(i, columns=["status", "t_invoke", "t_complete"]), file, in_file)
                 self.parts.append((pf, i, offset))
-                offset += pf.metadata.row_group(i).num_rows
+                rows = pf.metadata.row_group(i).num_rows
+                offset += rows
+                in_file += rows
+            counts.append((file, in_file))
         self.rows = offset
+        #: A row number of the history as its part file and row within it.
+        self.where = locate(counts)
         self._buckets: list[np.ndarray] | None = None
 
     def buckets(self) -> list[np.ndarray]:
@@ -263,6 +276,8 @@ def run_checks_chunked(
     kept: dict[str, list[Any]] = {c.name: [] for c in local}
     collected: dict[str, list[Any]] = {c.name: [] for c in aggregates}
     for frame, rows in source.partitions():
+        # Every write of a key is in its partition, so the contract is checked whole, as in memory.
+        check_versions(frame, options.tolerance_ns, _placed(source, rows))
         # Checks of one partition share its derived arrays (stale flags for stale_read and eviction).
         with sharing(frame):
             context = Context(frame, run, options, len(frame))
@@ -297,7 +312,13 @@ def run_checks_chunked(
     summary_options = options.to_dict()
     summary_options["thresholds"] = None
     summary_options["chunks"] = n_chunks
-    return Verdict(checks=[by_name[c.name] for c in CHECKS], run=run, options=summary_options, notes=notes)
+    checks = judge([by_name[c.name] for c in CHECKS], run)
+    return Verdict(checks=checks, run=run, options=summary_options, notes=notes)
+
+
+def _placed(source: _Source, rows: np.ndarray) -> Callable[[int], str]:
+    """A partition's row number as its part file and row within it."""
+    return lambda row: source.where(int(rows[row]))
 
 
 def _f_in(table: pa.Table, names: list[str]) -> np.ndarray:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.arrays import _count_before, _distinct, _member, _regressions, _sorted_unique, _worst
 from analysis.kernels import (
+    _codes,
     _equals,
     _examples,
     _hits,
@@ -135,10 +136,32 @@ def check_future_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: in
         "reads_checked": len(reads),
         "future": int(ahead.sum()),
         "negative": int(negative.sum()),
+        "beyond_final_version": _beyond_final_version(
+            history, reads["row"].to_numpy()[ahead], versions[ahead]
+        ),
         "writes_considered": len(writes),
         "tolerance_ns": tolerance_ns,
     }
     return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
+
+
+def _beyond_final_version(history: pd.DataFrame, rows: np.ndarray, versions: np.ndarray) -> int:
+    """How many of these reads (history rows) returned a version above their key's database
+    version at the sweep.
+
+    Versions grow by 1 per committed write and never go back, so the sweep's database version
+    bounds every version the key ever had: a read above it is a version that never existed, which
+    no write missing from the history could explain.
+    """
+    if len(rows) == 0:
+        return 0
+    codes = _codes(history["key"])
+    swept = _equals(history["f"], "sweep") & history["value"].notna().to_numpy() & (codes >= 0)
+    final = pd.Series(history["value"].to_numpy(dtype="float64", na_value=np.nan)[swept]).groupby(
+        codes[swept]
+    )
+    bound = final.max().reindex(codes[rows]).to_numpy()
+    return int((versions > bound).sum())
 
 
 def check_monotonic_read(history: pd.DataFrame, examples: int = 5) -> CheckResult:

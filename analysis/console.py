@@ -9,7 +9,7 @@ from analysis.open_model import NAME as OPEN_MODEL
 from analysis.ops import CONTENTION_LATENCY_OPS, LATENCY_GROUPS, SCHEDULED_GROUPS
 from analysis.registry import CHECKS
 from analysis.tiers_view import console_lines as tier_lines
-from analysis.verdict import CheckResult, ThresholdResult, Verdict
+from analysis.verdict import FAIL, PASS, CheckResult, ThresholdResult, Verdict
 
 WIDTH = 100
 
@@ -26,7 +26,7 @@ def _fmt(value: Any) -> str:
 
 
 def _figures_text(result: CheckResult) -> str:
-    if result.skipped:
+    if result.skipped or result.unknown:
         return result.reason or "skipped"
     if result.name == "latency":
         return "see the latency table"
@@ -38,11 +38,11 @@ def _figures_text(result: CheckResult) -> str:
 
 def _check_table(verdict: Verdict) -> list[str]:
     name_w = max(len("CHECK"), *(len(c.name) for c in verdict.checks))
-    head = f"{'CHECK':<{name_w}}  {'RESULT':<6}  {'VIOL':>6}  "
+    head = f"{'CHECK':<{name_w}}  {'RESULT':<7}  {'VIOL':>6}  "
     lines = [head + "FIGURES", "-" * WIDTH]
     wrap_w = WIDTH - len(head)
     for result in verdict.checks:
-        prefix = f"{result.name:<{name_w}}  {result.status:<6}  {result.violations:>6}  "
+        prefix = f"{result.name:<{name_w}}  {result.status:<7}  {result.violations:>6}  "
         parts = textwrap.wrap(_figures_text(result), wrap_w) or [""]
         lines.append(prefix + parts[0])
         lines.extend(" " * len(head) + part for part in parts[1:])
@@ -179,5 +179,14 @@ def render(verdict: Verdict) -> str:
         lines.append("")
         lines += [textwrap.fill("NOTE: " + note, WIDTH, subsequent_indent="      ") for note in verdict.notes]
     lines.append("")
-    lines.append("VERDICT: PASS" if verdict.passed else f"VERDICT: FAIL ({', '.join(verdict.failed)})")
+    lines.append(verdict_line(verdict))
     return "\n".join(lines)
+
+
+def verdict_line(verdict: Verdict) -> str:
+    """``VERDICT: PASS``, ``VERDICT: FAIL (the failed)`` or ``VERDICT: UNKNOWN (the unknown)``."""
+    outcome = verdict.outcome
+    if outcome == PASS:
+        return "VERDICT: PASS"
+    names = verdict.failed if outcome == FAIL else verdict.unknown
+    return f"VERDICT: {outcome.upper()} ({', '.join(names)})"

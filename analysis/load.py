@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analysis.errors import InputError
+from analysis.validate import check_copies, check_row_count, check_rows, check_schema, check_versions, locate
 from cachestorm.history import SCHEMA
 
 #: The columns of the history's schema (docs/history.md), in order: the recorder's own.
@@ -34,10 +36,6 @@ HISTORY_DIR = "history"
 RUN_FILE = "run.json"
 LOCUST_STATS = "locust_stats.csv"
 LOCUST_FAILURES = "locust_failures.csv"
-
-
-class InputError(Exception):
-    """The input cannot be analysed; the message is one line meant for the user."""
 
 
 @dataclass
@@ -92,6 +90,11 @@ def normalise(history: pd.DataFrame) -> pd.DataFrame:
             out[column] = pd.arrays.IntegerArray(np.zeros(n, dtype="int64"), np.ones(n, dtype=bool))
             continue
         values = history[column].reset_index(drop=True)
+        if column in REQUIRED_INT + NULLABLE_INT and _holds_text(values):
+            raise InputError(
+                f"history column {column!r} holds text where integers belong; numbers are never "
+                "converted from text (docs/history.md)"
+            )
         try:
             if column in CATEGORICAL:
                 out[column] = values.astype("category")
@@ -104,6 +107,12 @@ def normalise(history: pd.DataFrame) -> pd.DataFrame:
         except (TypeError, ValueError) as exc:
             raise InputError(f"history column {column!r} has the wrong type ({exc})") from None
     return out
+
+
+def _holds_text(values: pd.Series) -> bool:
+    if pd.api.types.is_string_dtype(values.dtype) and not pd.api.types.is_object_dtype(values.dtype):
+        return True
+    return pd.api.types.is_object_dtype(values.dtype) and bool(values.map(type).eq(str).any())
 
 
 def _is_normalised(history: pd.DataFrame) -> bool:
@@ -141,6 +150,7 @@ def load_history(path: str | Path) -> pd.DataFrame:
     files = history_files(path)
     if not files:
         raise InputError(f"{path}: no history/*.parquet found; pass a results directory written by a run")
+    check_copies(files)
     tables = []
     for file in files:
         try:
@@ -151,11 +161,12 @@ def load_history(path: str | Path) -> pd.DataFrame:
                     f"{file}: lacks column(s) {', '.join(missing)}; expected op history schema v2 "
                     "(docs/history.md)"
                 )
+            check_schema(schema, file)
             # Strings as dictionaries arrive as categoricals; no per-row Python strings are built.
             columns = present_columns(schema.names)
-            tables.append(
-                with_added_columns(pq.read_table(file, columns=columns, read_dictionary=list(CATEGORICAL)))
-            )
+            table = pq.read_table(file, columns=columns, read_dictionary=list(CATEGORICAL))
+            check_rows(table, file)
+            tables.append(with_added_columns(table))
         except InputError:
             raise
         except Exception as exc:
@@ -395,11 +406,13 @@ def load_columns(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def load_results(path: str | Path, history: bool = True) -> Inputs:
+def load_results(path: str | Path, history: bool = True, tolerance_ns: int | None = None) -> Inputs:
     """Load everything from a results directory, validating it as the CLI needs.
 
     With ``history=False`` the op history is checked for but not loaded (``Inputs.history`` is
-    ``None``), for an analysis that reads it in chunks.
+    ``None``), for an analysis that reads it in chunks (which checks the rows as it reads them).
+    The write versions are checked (:func:`analysis.validate.check_versions`) with
+    ``tolerance_ns``, by default the run's ``clock_uncertainty_ns``.
 
     Raises :class:`InputError` for a missing or empty directory, or one holding neither an op
     history nor Locust CSVs.
@@ -424,5 +437,15 @@ def load_results(path: str | Path, history: bool = True) -> Inputs:
             f"{results}: holds neither an op history (history/*.parquet) nor Locust CSVs "
             "(locust_stats.csv); pass the directory a run wrote"
         )
+    if files:
+        check_row_count(results / HISTORY_DIR, history_rows(results), run)
     frame = load_history(results) if files and history else None
+    if frame is not None:
+        if tolerance_ns is None:
+            found = run.get("clock_uncertainty_ns") if run is not None else None
+            tolerance_ns = found if isinstance(found, int) and found > 0 else 0
+        counts = [(f, pq.ParquetFile(f).metadata.num_rows) for f in files]
+        check_versions(frame, tolerance_ns, locate(counts))
+    elif files:
+        check_copies(files)
     return Inputs(results=results, history=frame, run=run, locust=locust)

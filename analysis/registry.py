@@ -75,6 +75,25 @@ class Chunking(Enum):
     RUN = "run"
 
 
+class Source(Enum):
+    """Where a check's rows come from, which says what a lost batch can do to its result."""
+
+    #: The users' rows, shipped in batches from every node: a lost batch can hide rows from it.
+    BATCHES = "batches"
+    #: The master's sweep at test stop, which no lost batch touches; complete when the sweep is.
+    SWEEP = "sweep"
+    #: ``run.json`` itself.
+    RUN = "run"
+
+
+def _none_unexplained(_result: CheckResult) -> int:
+    return 0
+
+
+def _all_unexplained(result: CheckResult) -> int:
+    return result.violations
+
+
 @dataclass(frozen=True)
 class Check:
     """One check and its metadata. Only ``name``, ``call`` and ``chunking`` are required."""
@@ -97,6 +116,15 @@ class Check:
     headline: tuple[str, ...] = ()
     #: Where docs/checks.md defines it.
     anchor: str = ""
+    # The outcome (analysis.outcomes): when the run needed the check, and what missing rows do.
+    #: The user classes (run.json ``locust.user_classes``) whose running makes the check needed, so
+    #: that its skip is unknown rather than not applicable; ``*``: every run needs it.
+    needed_by: tuple[str, ...] = ()
+    #: Where its rows come from (a lost batch only matters to checks of :attr:`Source.BATCHES`).
+    source: Source = Source.BATCHES
+    #: Of its violations, how many no missing row could explain: with rows missing, a fail stands
+    #: only when this is above 0 (otherwise it is unknown, as a clean result is).
+    unexplained: Callable[[CheckResult], int] = _none_unexplained
     # Merging the results of partitions (Chunking.PARTITION).
     #: Figures equal in every partition (options, or figures of broadcast rows): taken once.
     same: tuple[str, ...] = ()
@@ -203,6 +231,9 @@ CHECKS: tuple[Check, ...] = (
         console=("reads_checked", "stale", "age_p50_us", "age_max_us", "tolerance_ns"),
         headline=("stale", "reads_checked"),
         anchor="stale_read-fails-on-any-violation",
+        needed_by=("CacheReader",),
+        # A missing write can only make a read more stale, never less.
+        unexplained=_all_unexplained,
         same=("tolerance_ns",),
         approx=("age_p50_us", "age_p99_us"),
         worst_first=lambda e: -(e.get("age_us") or 0),
@@ -215,6 +246,9 @@ CHECKS: tuple[Check, ...] = (
         console=("reads_checked", "future", "negative"),
         headline=("future", "reads_checked"),
         anchor="future_read-fails-on-any-violation",
+        needed_by=("CacheReader",),
+        # A missing write may explain a version, unless the sweep says the version never existed.
+        unexplained=lambda r: r.figures.get("beyond_final_version", 0) + r.figures.get("negative", 0),
         same=("tolerance_ns",),
     ),
     Check(
@@ -225,6 +259,9 @@ CHECKS: tuple[Check, ...] = (
         console=("reads_checked", "regressions", "max_regression"),
         headline=("regressions", "reads_checked"),
         anchor="monotonic_read-fails-on-any-violation",
+        needed_by=("CacheReader",),
+        # A regression is between one process's own reads, both seen.
+        unexplained=_all_unexplained,
         keep=_readers,
         finish=_count_readers,
     ),
@@ -248,6 +285,7 @@ CHECKS: tuple[Check, ...] = (
         ),
         headline=("missing", "expected"),
         anchor="ws_delivery-fails-when-a-delivery-is-missing",
+        needed_by=("WebSocketListener",),
     ),
     Check(
         "divergence",
@@ -257,6 +295,9 @@ CHECKS: tuple[Check, ...] = (
         console=("keys_swept", "cached_entries", "divergent", "max_gap"),
         headline=("divergent", "keys_swept"),
         anchor="divergence-fails-on-any-violation",
+        needed_by=("CacheReader", "CacheWriter"),
+        source=Source.SWEEP,
+        unexplained=_all_unexplained,
     ),
     Check(
         "hit_ratio",
@@ -267,6 +308,7 @@ CHECKS: tuple[Check, ...] = (
         console=("reads", "hits", "misses", "ratio"),
         headline=("ratio",),
         anchor="hit_ratio-never-fails-by-itself",
+        needed_by=("CacheReader",),
         recompute=_hit_ratio,
     ),
     Check(
@@ -276,6 +318,7 @@ CHECKS: tuple[Check, ...] = (
         reads=(READ, WRITE, FILL, WS_RECV, *CONTENTION_LATENCY_OPS),
         gates=False,
         anchor="latency-never-fails-by-itself",
+        needed_by=("CacheReader", "CacheWriter"),
         collect=group_durations,
         combine=_latency,
     ),
@@ -297,6 +340,8 @@ CHECKS: tuple[Check, ...] = (
         console=("rows_loaded", "rows_reported", "missing_batch_count"),
         headline=("missing_batch_count",),
         anchor="history_complete",
+        needed_by=("*",),
+        source=Source.RUN,
     ),
     Check(
         "generator_cpu",
@@ -306,6 +351,7 @@ CHECKS: tuple[Check, ...] = (
         console=("nodes", "median_percent", "max_percent", "busy_seconds"),
         headline=("busy_seconds", "max_percent"),
         anchor="generator_cpu-never-fails-by-itself",
+        source=Source.RUN,
     ),
     Check(
         "counter",
@@ -323,6 +369,9 @@ CHECKS: tuple[Check, ...] = (
         ),
         headline=("lost_updates", "above_upper_bound"),
         anchor="counter-fails-on-any-violation",
+        needed_by=("CounterUser",),
+        # A missing increment only raises the lower bound; it could explain a read above the upper.
+        unexplained=lambda r: r.figures.get("below_lower_bound", 0),
         same=("tolerance_ns",),
     ),
     Check(
@@ -342,6 +391,7 @@ CHECKS: tuple[Check, ...] = (
         ),
         headline=("max_loads_per_epoch", "multi_load_epochs"),
         anchor="stampede-reports-fails-only-under-the-lock-guard",
+        needed_by=("StampedeUser",),
         same=("expect_single",),
         approx=("p99_loads_per_epoch",),
         recompute=_loads_per_epoch,
@@ -356,6 +406,9 @@ CHECKS: tuple[Check, ...] = (
         console=("reads", "transfers_ok", "transfers_fail", "watch_abort_rate", "max_abs_sum"),
         headline=("nonzero_sums", "max_abs_sum"),
         anchor="tx_atomicity-fails-on-any-violation",
+        needed_by=("TransactionUser",),
+        # A non-zero sum was read in one transaction: no other row bears on it.
+        unexplained=_all_unexplained,
         recompute=_watch_abort_rate,
     ),
     Check(
@@ -376,6 +429,10 @@ CHECKS: tuple[Check, ...] = (
         ),
         headline=("overlaps", "stale_token_accepts"),
         anchor="lock_safety-fails-on-any-violation",
+        needed_by=("LockUser",),
+        # A missing release lengthens a hold to its TTL (a false overlap); a missing accepted write
+        # only lowers the tokens a stale one is compared with.
+        unexplained=lambda r: r.figures.get("stale_token_accepts", 0),
         same=("ttl_ms", "tolerance_ns"),
         approx=("by_source.span_s", "by_source.ops_per_s", "by_source.accepted_per_s"),
         recompute=_guarded_rates,
@@ -389,6 +446,7 @@ CHECKS: tuple[Check, ...] = (
         console=("count", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_keys_per_batch"),
         headline=("p95_ms", "count"),
         anchor="invalidation_latency-never-fails-by-itself",
+        needed_by=("Invalidator",),
     ),
     Check(
         "eviction",
@@ -399,6 +457,9 @@ CHECKS: tuple[Check, ...] = (
         console=("samples", "evictions", "hit_ratio", "stale_reads", "stale_during_eviction"),
         headline=("stale_during_eviction", "evictions"),
         anchor="eviction-fails-on-a-stale-read-while-redis-evicted",
+        needed_by=("MemoryPressureUser",),
+        # Its stale reads are stale_read's; the eviction window comes from the master's own samples.
+        unexplained=_all_unexplained,
         same=(
             "samples",
             "evictions",

@@ -32,7 +32,7 @@ from analysis.nines import WINDOWS_NS
 from analysis.ops import NS_PER_MS, NS_PER_S, NS_PER_US, READ_GROUPS
 from analysis.registry import CHECKS
 from analysis.tiers_view import report_section as section_tiers
-from analysis.verdict import Verdict, write_text_atomic
+from analysis.verdict import FAIL, UNKNOWN, Verdict, write_text_atomic
 
 REPORT_FILE = "report.html"
 LOCUST_HISTORY = "locust_stats_history.csv"
@@ -56,7 +56,8 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:to
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .PASS{color:#176f2c;font-weight:600}.FAIL{color:#b00020;font-weight:700}.SKIP{color:#777}
 .banner{padding:.6em 1em;border-radius:4px;font-weight:700;display:inline-block}
-.banner.PASS{background:#e3f4e6}.banner.FAIL{background:#fde5e8}
+.banner.PASS{background:#e3f4e6}.banner.FAIL{background:#fde5e8}.banner.UNKNOWN{background:#fff4d6}
+.UNKNOWN{color:#9a6700;font-weight:700}.NA{color:#777}
 .caption{color:#555;font-size:.9em;margin:.2em 0 1em}.nodata{color:#777;font-style:italic}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
 img{max-width:100%;height:auto;display:block}.examples{font-size:.8em}
@@ -111,7 +112,8 @@ class _Raw:
 
 
 def _status(status: str) -> _Raw:
-    return _Raw(f'<span class="{_e(status)}">{_e(status)}</span>')
+    # "N/A" is no CSS class name.
+    return _Raw(f'<span class="{_e(status.replace("/", ""))}">{_e(status)}</span>')
 
 
 def _nodata(what: str) -> str:
@@ -157,14 +159,20 @@ def _legend(ax: Axes, n: int) -> None:
 def section_verdict(verdict: Verdict) -> str:
     """The verdict: every check and threshold with status, key figure and limit; failed examples."""
     parts = ['<h2 id="verdict">1. Verdict</h2>']
-    status = "PASS" if verdict.passed else "FAIL"
-    failed = ", ".join(verdict.failed)
-    parts.append(f'<p class="banner {status}">{status}{": " + _e(failed) if failed else ""}</p>')
+    status = verdict.outcome.upper()
+    named = ", ".join(verdict.failed if verdict.outcome == FAIL else verdict.unknown)
+    parts.append(f'<p class="banner {status}">{status}{": " + _e(named) if named else ""}</p>')
+    if verdict.outcome == UNKNOWN:
+        # Why it is not a pass: each unknown check and its reason.
+        why = "".join(
+            f"<li>{_e(c.name)}: {_e(c.reason or '')}</li>" for c in verdict.checks if c.outcome == UNKNOWN
+        )
+        parts.append(f'<ul class="note">{why}</ul>')
     for note in verdict.notes:
         parts.append(f'<p class="note">{_e(note)}</p>')
     rows: list[list[Any]] = []
     for check in verdict.checks:
-        if check.skipped:
+        if check.skipped or check.unknown:
             figure: str = check.reason or "skipped"
         elif check.name == "latency":
             hit = check.figures.get("read_hit") or {}
@@ -200,9 +208,10 @@ def section_verdict(verdict: Verdict) -> str:
     else:
         parts.append(_caption("No thresholds were applied."))
     for check in verdict.checks:
-        if check.passed:
+        if check.passed or check.skipped:
             continue
-        parts.append(f'<h3 id="examples-{_e(check.name)}">Failed: {_e(check.name)}, worst examples</h3>')
+        title = "Failed" if check.outcome == FAIL else "Unknown (the missing rows may explain them)"
+        parts.append(f'<h3 id="examples-{_e(check.name)}">{title}: {_e(check.name)}, worst examples</h3>')
         if not check.examples:
             parts.append(_nodata("the check reported no example rows"))
             continue

@@ -15,7 +15,13 @@ NO_RUN_NOTE = (
 
 
 def check_history_complete(run: dict[str, Any] | None, rows_loaded: int | None = None) -> CheckResult:
-    """Whether the run collected every batch of history from every node, per ``run.json``."""
+    """Whether the run collected every batch of history from every node, per ``run.json``, and
+    every row it wrote is still there.
+
+    An incomplete history proves nothing wrong with the system under test, only that the run cannot
+    vouch for what it did not see: the result is unknown (never a pass), with a reason naming what
+    is missing, and :mod:`analysis.outcomes` judges every other check in its light.
+    """
     name = "history_complete"
     if run is None:
         return CheckResult.skip(name, NO_RUN_NOTE, {"rows_loaded": rows_loaded})
@@ -32,18 +38,39 @@ def check_history_complete(run: dict[str, Any] | None, rows_loaded: int | None =
             # A node that never sent its final count may have lost batches nobody can number.
             if info.get("reported_final_count") is False:
                 unreported.append(str(node))
+    reported = run.get("rows")
     figures: dict[str, Any] = {
         "nodes": len(nodes) if isinstance(nodes, dict) else None,
         "missing_batches": missing,
         "missing_batch_count": sum(len(b) for b in missing.values()),
         "nodes_without_final_count": unreported,
-        "rows_reported": run.get("rows"),
+        "rows_reported": reported,
         "rows_loaded": rows_loaded,
     }
     if not isinstance(complete, bool):
         return CheckResult.skip(name, "run.json does not say whether the history is complete", figures)
-    violations = 0 if complete else max(figures["missing_batch_count"] + len(unreported), 1)
-    return CheckResult(name, passed=complete, violations=violations, figures=figures)
+    gaps = []
+    if not complete:
+        gaps.append("run.json says the history is incomplete")
+    if missing:
+        lost = ", ".join(f"{n} {len(b)}" for n, b in missing.items())
+        gaps.append(f"batches missing ({lost})")
+    if unreported:
+        gaps.append(f"no final count from {', '.join(unreported)}")
+    # Fewer rows than the run wrote: a part file was lost after the run (more is refused as input).
+    lost_rows = (
+        reported - rows_loaded
+        if isinstance(reported, int) and isinstance(rows_loaded, int) and rows_loaded < reported
+        else 0
+    )
+    if lost_rows:
+        gaps.append(f"{lost_rows} of the {reported} rows run.json reports are not in history/")
+    violations = max(figures["missing_batch_count"] + len(unreported) + (1 if lost_rows else 0), 1)
+    if not gaps:
+        return CheckResult(name, passed=True, figures=figures)
+    result = CheckResult(name, passed=False, violations=violations, figures=figures)
+    result.make_unknown("; ".join(gaps))
+    return result
 
 
 def check_generator_cpu(run: dict[str, Any] | None) -> CheckResult:

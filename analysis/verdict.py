@@ -16,12 +16,22 @@ import pandas as pd
 SUMMARY_FILE = "summary.json"
 
 
+#: The outcomes of a check and of a verdict, as Jepsen's ``:valid?`` true, false and ``:unknown``.
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+#: A check this run did not need and that had nothing to judge: neither a pass nor a reason for doubt.
+NOT_APPLICABLE = "not applicable"
+
+
 @dataclass
 class CheckResult:
     """The outcome of one check, in the spirit of a Jepsen checker's result map.
 
     ``figures`` hold JSON-serialisable numbers (nested dicts allowed); ``examples`` a few of the worst
-    offending history rows. A skipped check counts as passed: it had no data to judge.
+    offending history rows. ``passed`` is the check's own finding (no violation among the rows it
+    saw); :attr:`outcome` is what the verdict makes of it once :mod:`analysis.outcomes` has judged
+    whether the run needed the check and whether its rows were complete (``unknown``,
+    ``applicable``). A skipped check judged nothing: its outcome is unknown unless the run did not
+    need it.
     """
 
     name: str
@@ -31,23 +41,40 @@ class CheckResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
     skipped: bool = False
     reason: str | None = None
+    #: Set when the finding cannot be trusted either way (needed but skipped, or rows missing).
+    unknown: bool = False
+    #: Cleared for a skipped check the run did not need.
+    applicable: bool = True
 
     @classmethod
     def skip(cls, name: str, reason: str, figures: dict[str, Any] | None = None) -> CheckResult:
-        """A passed, skipped result explaining why there was nothing to check."""
+        """A skipped result explaining why there was nothing to check (no violation found)."""
         return cls(name=name, passed=True, skipped=True, reason=reason, figures=figures or {})
+
+    def make_unknown(self, why: str) -> None:
+        """Judge this result unknown, saying why after any reason it already had."""
+        self.unknown = True
+        self.reason = f"{self.reason}; {why}" if self.reason else why
+
+    @property
+    def outcome(self) -> str:
+        """``pass``, ``fail``, ``unknown`` or ``not applicable``."""
+        if self.unknown:
+            return UNKNOWN
+        if self.skipped:
+            return UNKNOWN if self.applicable else NOT_APPLICABLE
+        return PASS if self.passed else FAIL
 
     @property
     def status(self) -> str:
-        """``PASS``, ``FAIL`` or ``SKIP``."""
-        if self.skipped:
-            return "SKIP"
-        return "PASS" if self.passed else "FAIL"
+        """``PASS``, ``FAIL``, ``UNKNOWN`` or ``N/A``."""
+        return {PASS: "PASS", FAIL: "FAIL", UNKNOWN: "UNKNOWN", NOT_APPLICABLE: "N/A"}[self.outcome]
 
     def to_dict(self) -> dict[str, Any]:
         """The check's entry in ``summary.json``: status fields, then figures, then examples."""
         entry: dict[str, Any] = {
-            "passed": bool(self.passed),
+            "outcome": self.outcome,
+            "passed": self.outcome == PASS,
             "violations": int(self.violations),
             "skipped": bool(self.skipped),
         }
@@ -138,9 +165,17 @@ class Verdict:
     thresholds: list[ThresholdResult] = field(default_factory=list)
 
     @property
+    def outcome(self) -> str:
+        """``fail`` when a check failed or a threshold was breached, else ``unknown`` when a check
+        is unknown (a fail the missing rows cannot explain outweighs any doubt), else ``pass``."""
+        if self.failed:
+            return FAIL
+        return UNKNOWN if self.unknown else PASS
+
+    @property
     def passed(self) -> bool:
-        """True when no check failed and no threshold was breached (skipped ones count as passed)."""
-        return all(c.passed for c in self.checks) and all(t.passed for t in self.thresholds)
+        """True only when the outcome is pass."""
+        return self.outcome == PASS
 
     @property
     def failed(self) -> list[str]:
@@ -149,7 +184,7 @@ class Verdict:
         A ``threshold:max_violations.<check>`` breach is left out when ``<check>`` itself failed:
         the check's name already says it.
         """
-        checks = [c.name for c in self.checks if not c.passed]
+        checks = [c.name for c in self.checks if c.outcome == FAIL]
         prefix = "threshold:max_violations."
         thresholds = [
             t.name
@@ -157,6 +192,11 @@ class Verdict:
             if not t.passed and not (t.name.startswith(prefix) and t.name[len(prefix) :] in checks)
         ]
         return checks + thresholds
+
+    @property
+    def unknown(self) -> list[str]:
+        """Names of the checks whose outcome is unknown: why the verdict is not a pass."""
+        return [c.name for c in self.checks if c.outcome == UNKNOWN]
 
     def check(self, name: str) -> CheckResult:
         """The result of the check called ``name``."""
@@ -168,8 +208,10 @@ class Verdict:
     def to_summary(self) -> dict[str, Any]:
         """The content of ``summary.json``."""
         summary: dict[str, Any] = {
+            "verdict": self.outcome,
             "passed": self.passed,
             "failed": self.failed,
+            "unknown": self.unknown,
             "run": run_info(self.run),
             "options": self.options,
             "notes": self.notes,

@@ -288,12 +288,18 @@ class Coordinator:
                 "spec": o.target or target_loader.DEFAULT,
                 "description": describe(self.target, o.target) if self.target is not None else "",
                 "start_versions": "reported" if self.start_versions else "zero",
+                "needed_checks": needed_checks(self.target) if self.target is not None else None,
             },
             "contract_broken": self.contract_broken or None,
             "options": run_options(self.environment.parsed_options, o),
             "locust": {
                 "runner": type(self.environment.runner).__name__,
                 "user_classes": sorted(u.__name__ for u in self.environment.user_classes),
+                # A locustfile's subclass of CacheReader needs what CacheReader needs.
+                "user_class_bases": sorted(
+                    {b.__name__ for u in self.environment.user_classes for b in u.__mro__[1:]}
+                    - {"User", "object"}
+                ),
             },
         }
         self.close_target()
@@ -328,6 +334,28 @@ def add_rows(collector: Collector, node: str, rows: list[tuple[Any, ...]]) -> No
     """Add rows recorded on the master itself to the run's history."""
     if rows:
         collector.add_rows(node, [list(c) for c in zip(*rows, strict=True)])
+
+
+def needed_checks(target: Any) -> dict[str, bool] | None:
+    """The target's say on which analysis checks its runs need (``needed_checks``: names, or names
+    to True/False), for run.json; None when it says nothing.
+
+    A target that pushes no notifications gives its WebSocket listeners nothing to hear, so
+    ``ws_delivery`` is not needed unless it says otherwise.
+    """
+    declared = getattr(target, "needed_checks", None)
+    if isinstance(declared, dict):
+        needs = {str(k): bool(v) for k, v in declared.items()}
+    else:
+        needs = dict.fromkeys((str(k) for k in declared or ()), True)
+    notifications = getattr(target, "notifications_url", None)
+    try:
+        pushes = bool(notifications()) if callable(notifications) else False
+    except Exception:
+        pushes = True  # cannot tell: the listeners' own rows will say
+    if not pushes:
+        needs.setdefault("ws_delivery", False)
+    return needs or None
 
 
 def run_options(parsed: Any, o: Options) -> dict[str, Any]:

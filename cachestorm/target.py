@@ -64,7 +64,10 @@ that pushes ``{"key", "version", "commit_ns"}`` per commit, for the WebSocket li
 ``invalidate_many(keys)`` (drop what the caches hold for ``keys``, for the Invalidator),
 ``stats()`` (counters sampled every second into the history, e.g. Redis INFO),
 ``tier_events()`` (on the master at test stop: the :class:`TierEvent` s the system's tiers
-logged, for the cascade latency from a commit to each tier), ``describe()`` (one
+logged, for the cascade latency from a commit to each tier), ``needed_checks`` (a class
+attribute: analysis check names this target's runs need beyond those of the user classes that
+ran, or a dict of names to True or False to add or drop one, e.g. ``{"ws_delivery": False}`` for a
+target without notifications; recorded in run.json, see docs/checks.md), ``describe()`` (one
 line for the report), and ``reports_requests`` (True when the target's own clients already fire
 Locust's request events, as the HTTP target's do; otherwise cachestorm fires ``TARGET read`` and
 ``TARGET write`` for it).

@@ -72,3 +72,8 @@ def clean_rows() -> list[dict[str, Any]]:
         row("read", 20, 21, 1, process=2, source="miss"),
         row("sweep", 30, 31, 1, process=0, value=1, source="entry"),
     ]
+
+
+def complete_run(**fields: Any) -> dict[str, Any]:
+    """A ``run.json`` saying every batch arrived, for tests whose subject is not completeness."""
+    return {"run_id": "test", "history_complete": True, **fields}

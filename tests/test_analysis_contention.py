@@ -27,7 +27,7 @@ from analysis import (
     normalise,
     run_checks,
 )
-from tests.histories import MS, history, op
+from tests.histories import MS, complete_run, history, op
 
 S = 1_000_000_000
 TTL = 1000 * MS
@@ -426,18 +426,23 @@ def test_eviction_skipped_without_stats() -> None:
 
 
 def test_run_checks_includes_the_new_checks_skipped_on_a_coherence_history() -> None:
-    h = history(op("write", E, 0, 10, version=1), read(20, 1))
-    verdict = run_checks(h, None, Options())
+    h = history(
+        op("write", E, 0, 10, version=1),
+        read(20, 1),
+        op("sweep", E, 30, 31, version=1, value=1, source="entry", process=0),
+    )
+    verdict = run_checks(h, complete_run(locust={"user_classes": ["CacheReader", "CacheWriter"]}), Options())
     assert [c.name for c in verdict.checks] == list(CHECK_NAMES)
     for name in NEW_CHECKS:
         assert verdict.check(name).skipped, name
+        assert verdict.check(name).outcome == "not applicable", name  # no contention user ran
     assert verdict.passed
 
 
 def test_stampede_guard_lock_in_run_json_makes_stampede_fail() -> None:
     h = history(inval(0), load(2, process=1), load(3, process=2))
-    assert run_checks(h, {"options": {"stampede_guard": "none"}}).passed
-    verdict = run_checks(h, {"options": {"stampede_guard": "lock"}})
+    assert run_checks(h, complete_run(options={"stampede_guard": "none"})).passed
+    verdict = run_checks(h, complete_run(options={"stampede_guard": "lock"}))
     assert verdict.failed == ["stampede"]
 
 

@@ -34,7 +34,7 @@ from analysis.open_model import (
 )
 from analysis.thresholds import ThresholdsError
 from analysis.verdict import dumps
-from tests.histories import MS, history, row
+from tests.histories import MS, complete_run, history, row
 
 US = 1_000
 S = 1_000_000_000
@@ -324,7 +324,7 @@ def test_sub_microsecond_durations_round_to_the_nearest_microsecond() -> None:
 
 def test_in_the_verdict_and_the_console() -> None:
     h = closed_loop(500, 10.0, np.full(500, 1.0), stall=(1000.0, 2000.0))
-    verdict = run_checks(h, {"run_id": "open"})
+    verdict = run_checks(h, complete_run(run_id="open"))
     check = verdict.check("open_model_latency")
     assert not check.skipped and verdict.passed
     json.loads(dumps(verdict.to_summary()))  # plain JSON

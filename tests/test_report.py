@@ -293,8 +293,11 @@ def test_cli_writes_a_self_contained_report(tmp_path: Path) -> None:
 def test_report_says_no_data_when_rows_are_absent(tmp_path: Path) -> None:
     rows = [row("read", 1000 * i, 1000 * i + 1, 0, key=f"cs:e:{i}", source="hit") for i in range(5)]
     results = write_results(tmp_path, rows)
-    assert main([str(results), "--thresholds", "none"]) == 0
+    # A coherence run without writes, sweep or listeners' rows leaves checks it needs unjudged.
+    assert main([str(results), "--thresholds", "none"]) == 3
     page = (results / REPORT_FILE).read_text(encoding="utf-8")
+    assert '<p class="banner UNKNOWN">UNKNOWN: ws_delivery, divergence</p>' in page
+    assert "divergence: no sweep rows" in page
     assert "There were no stale reads" in page
     assert "No data: no ws_recv rows" in page
     assert "No data: no db_load rows" in page
@@ -343,6 +346,8 @@ def test_closed_loop_note_with_or_without_the_column(tmp_path: Path, column: str
     probe = frame([row("probe", 50, 51, 0, key="cs:e:1", value=0, source="absent")])
     probe["t_intended"] = pd.array([40 * MS], dtype="Int64")
     probe.to_parquet(results / "history" / "part-00001.parquet", index=False)
+    run = json.loads((results / "run.json").read_text())
+    (results / "run.json").write_text(json.dumps({**run, "rows": 6}))  # the probe's row too
     main([str(results), "--thresholds", "none"])
     page = (results / REPORT_FILE).read_text(encoding="utf-8")
     assert CLOSED_LOOP in page.split('id="omission"', 1)[1]

@@ -14,7 +14,7 @@ import pytest
 from analysis import ThresholdsError, load_thresholds, normalise, parse_thresholds, run_checks
 from analysis.__main__ import main
 from analysis.thresholds import DEFAULT_FILE
-from tests.histories import clean_rows, row
+from tests.histories import clean_rows, complete_run, row
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,7 +173,11 @@ def test_hit_ratio_judged_on_coherence_runs_only(tmp_path: Path) -> None:
     assert s["failed"] == ["threshold:hit_ratio_min"]
     assert s["thresholds"]["threshold:hit_ratio_min"]["figure"] == pytest.approx(0.5)
     write_results(tmp_path, clean_rows(), scenario="contention")
-    assert main([str(tmp_path)]) == 0
+    # Not judged on a contention run; that run exercised none of its contention checks: unknown.
+    assert main([str(tmp_path)]) == 3
+    s = summary(tmp_path)
+    assert s["thresholds"]["threshold:hit_ratio_min"]["skipped"] is True
+    assert s["verdict"] == "unknown" and "counter" in s["unknown"] and s["failed"] == []
 
 
 def test_hit_ratio_not_judged_when_a_locustfile_chose_its_own_users(tmp_path: Path) -> None:
@@ -233,8 +237,8 @@ def test_run_checks_applies_thresholds_only_when_given() -> None:
     frame["version"] = frame["version"].astype("Int64")
     frame["value"] = frame["value"].astype("Int64")
     h = normalise(frame)
-    assert run_checks(h).passed
-    verdict = run_checks(h, thresholds=load_thresholds())
+    assert run_checks(h, complete_run()).passed
+    verdict = run_checks(h, complete_run(), thresholds=load_thresholds())
     assert verdict.failed == ["threshold:latency_p95_ms.incr"]
     assert verdict.to_summary()["thresholds"]["threshold:latency_p95_ms.incr"]["figure"] == pytest.approx(40)
 
