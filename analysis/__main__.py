@@ -17,7 +17,7 @@ import psutil
 from analysis.checks import Options, run_checks
 from analysis.chunked import run_checks_chunked
 from analysis.console import render
-from analysis.load import InputError, Inputs, history_rows, load_columns, load_results
+from analysis.load import InputError, Inputs, history_rows, load_columns, load_results, unfinished_run
 from analysis.nines import compute_nines
 from analysis.ops import NS_PER_MS
 from analysis.report import write_report
@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         verdict = run_checks(inputs.history, inputs.run, options, locust=inputs.locust, thresholds=thresholds)
         nines = compute_nines(inputs.history, options.tolerance_ns)
+    unfinished = unfinished_run(inputs.results)
+    if unfinished is not None:
+        verdict.notes.insert(0, unfinished)
     summary = verdict.to_summary()
     summary["nines"] = jsonable(nines)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,54 @@ def _nullable_int64(values: pa.ChunkedArray, n: int) -> pd.arrays.IntegerArray:
             data[start:stop] = chunk.to_numpy()
         start = stop
     return pd.arrays.IntegerArray(data, mask)
+
+
+STARTED_FILE = "run.started.json"
+
+
+def unfinished_run(path: str | Path) -> str | None:
+    """For a run that started (``run.started.json``) but never finished (no ``run.json``): one
+    line saying when it started, how far its parts reach and how many rows they hold, read from
+    the parts' Parquet footers alone. None for a finished run, or a directory of no such run."""
+    results = Path(path)
+    started = results / STARTED_FILE
+    if (results / "run.json").exists() or not started.is_file():
+        return None
+    began: int | None
+    try:
+        began = int(json.loads(started.read_text())["started_ns"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        began = None
+    parts = history_files(results / HISTORY_DIR) if (results / HISTORY_DIR).is_dir() else []
+    rows, newest = 0, None
+    for file in parts:
+        try:
+            meta = pq.read_metadata(file)
+        except Exception:
+            continue  # a damaged part is reported when the history is loaded
+        rows += meta.num_rows
+        if "t_complete" not in meta.schema.names:
+            continue
+        column = meta.schema.names.index("t_complete")
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(column).statistics
+            if stats is not None and stats.has_min_max:
+                newest = int(stats.max) if newest is None else max(newest, int(stats.max))
+    when = "an unknown time" if began is None else _utc(began)
+    if newest is None:
+        reach = "no part holds a row"
+    elif began is None:
+        reach = f"its parts reach {_utc(newest)}"
+    else:
+        reach = f"its parts reach {_utc(newest)} ({(newest - began) / 1e9:.1f} s in)"
+    return (
+        f"the run did not finish (killed, crashed, or still running): it started at {when}, {reach}, "
+        f"{rows:,} rows in {len(parts)} parts; nothing can be concluded from what is missing"
+    )
+
+
+def _utc(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9))
 
 
 def load_run(path: str | Path) -> dict[str, Any] | None:

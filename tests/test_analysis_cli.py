@@ -319,3 +319,25 @@ def test_bad_chunks_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "--chunks is 'many': give auto or a number from 1 to 254" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_killed_run_says_when_it_stopped_and_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run.started.json without run.json: a run killed mid-way, however clean its rows look."""
+    rows = clean_rows()
+    write_history(tmp_path, rows, parts=2)
+    started = min(r["t_invoke"] for r in rows)
+    write_text_atomic(tmp_path / "run.started.json", json.dumps({"state": "running", "started_ns": started}))
+    assert main([str(tmp_path)]) == 3
+    assert "the run did not finish" in capsys.readouterr().out
+    note = summary(tmp_path)["notes"][0]
+    newest_s = (max(r["t_complete"] for r in rows) - started) / 1e9
+    assert note.startswith("the run did not finish")
+    assert f"{len(rows):,} rows in 2 parts" in note
+    assert f"({newest_s:.1f} s in)" in note
+    # The control: the same rows from a run that finished say nothing of the kind.
+    (tmp_path / "run.started.json").unlink()
+    write_run(tmp_path, rows=len(rows))
+    main([str(tmp_path)])
+    assert "the run did not finish" not in capsys.readouterr().out
