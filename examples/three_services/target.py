@@ -52,6 +52,9 @@ class ThreeServices:
 
     #: Operations fires ``TARGET read hit:l1`` etc.: one Locust row per serving tier.
     reports_requests = False
+    #: Its tiers and their cascade are what this sample is for: a run that could not judge them
+    #: is not a pass.
+    needed_checks = ("tier_staleness", "cascade")
     #: The bug modes the session's services were started with (None: not started here).
     started_bugs: tuple[bool, bool] | None = None
 
