@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.errors import InputError
+from analysis.options import run_clock_uncertainty
 from analysis.validate import check_copies, check_row_count, check_rows, check_schema, check_versions, locate
 from cachestorm.history import SCHEMA
 
@@ -491,8 +492,7 @@ def load_results(path: str | Path, history: bool = True, tolerance_ns: int | Non
     frame = load_history(results) if files and history else None
     if frame is not None:
         if tolerance_ns is None:
-            found = run.get("clock_uncertainty_ns") if run is not None else None
-            tolerance_ns = found if isinstance(found, int) and found > 0 else 0
+            tolerance_ns = run_clock_uncertainty(run)
         counts = [(f, pq.ParquetFile(f).metadata.num_rows) for f in files]
         check_versions(frame, tolerance_ns, locate(counts))
     elif files:

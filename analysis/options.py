@@ -8,6 +8,27 @@ from typing import Any
 from analysis.ops import DEFAULT_LOCK_TTL_MS, NS_PER_MS, NS_PER_S
 
 
+def _ns(value: Any) -> int:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return int(value) if ok else 0
+
+
+def run_clock_uncertainty(run: dict[str, Any] | None) -> int:
+    """The largest clock uncertainty of the run's nodes, in ns (0 when run.json gives none).
+
+    Every node's own figure counts, not only the run-wide one: a run.json written by hand or by
+    an older collector may carry only one of them, and the tolerance must cover the worst node.
+    """
+    run = run or {}
+    nodes = run.get("nodes")
+    per_node = (
+        [_ns(n.get("clock_uncertainty_ns")) for n in nodes.values() if isinstance(n, dict)]
+        if isinstance(nodes, dict)
+        else []
+    )
+    return max([_ns(run.get("clock_uncertainty_ns")), *per_node])
+
+
 @dataclass(frozen=True)
 class Options:
     """Knobs of the analysis, in nanoseconds.
@@ -37,9 +58,9 @@ class Options:
             tolerance, source = round(tolerance_ms * NS_PER_MS), "--tolerance"
         else:
             tolerance, source = 0, "default"
-            uncertainty = (run or {}).get("clock_uncertainty_ns")
-            if isinstance(uncertainty, int | float) and not isinstance(uncertainty, bool) and uncertainty > 0:
-                tolerance, source = int(uncertainty), "run.json clock_uncertainty_ns"
+            uncertainty = run_clock_uncertainty(run)
+            if uncertainty > 0:
+                tolerance, source = uncertainty, "run.json clock_uncertainty_ns"
         grace = NS_PER_S if ws_grace_s is None else round(ws_grace_s * NS_PER_S)
         run_options = (run or {}).get("options")
         run_options = run_options if isinstance(run_options, dict) else {}

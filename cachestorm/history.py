@@ -130,8 +130,11 @@ class Shipper:
     """Sends a node's rows to the collector as numbered batches.
 
     ``send`` is ``runner.send_message`` (to the master, or in-process on a local runner).
-    ``clock_offset_ns`` is added to every timestamp on the way out, which puts a remote worker's
-    rows on the master's clock without touching the hot path.
+    ``clock_offset_ns`` is added to every timestamp on the way out, which puts a worker's rows on
+    the master's clock without touching the hot path. It is the newest estimate when the batch
+    leaves (cachestorm.clock), so a worker whose clock drifts has its rows follow the drift a
+    round at a time. Until ``clock_ready`` the rows wait on the node: shipped with no estimate,
+    they would carry the worker's raw clock.
     """
 
     recorder: Recorder
@@ -140,6 +143,9 @@ class Shipper:
     run_id: str
     clock_offset_ns: int = 0
     clock_uncertainty_ns: int = 0
+    clock_ready: bool = True
+    #: How the offset was estimated, for run.json (None: the node's clock is the master's own).
+    clock_summary: dict[str, Any] | None = None
     # Time zero of this node's arrival schedule in an open-model run (0 otherwise), on the node's clock.
     schedule_started_ns: int = 0
     # This process's CPU use (percent of one core), sampled once per ship: see cpu_summary().
@@ -150,6 +156,8 @@ class Shipper:
 
     def ship(self) -> int:
         """Send what the recorder holds, if anything. Returns the number of rows sent."""
+        if not self.clock_ready:
+            return 0
         rows = self.recorder.take()
         if not rows:
             return 0
@@ -165,7 +173,12 @@ class Shipper:
         return len(rows)
 
     def end(self) -> None:
-        """Ship the last rows, then tell the collector how many batches and rows this node sent."""
+        """Ship the last rows, then tell the collector how many batches and rows this node sent.
+
+        Rows still waiting for a first clock estimate go as they are: run.json then says the node
+        had no clock round (``clock.rounds`` 0).
+        """
+        self.clock_ready = True
         self.ship()
         self.send(
             MSG_END,
@@ -176,6 +189,7 @@ class Shipper:
                 "rows": self.rows,
                 "clock_offset_ns": self.clock_offset_ns,
                 "clock_uncertainty_ns": self.clock_uncertainty_ns,
+                "clock": self.clock_summary,
                 "schedule_started_ns": (
                     self.schedule_started_ns + self.clock_offset_ns if self.schedule_started_ns else None
                 ),
@@ -222,6 +236,7 @@ class NodeTally:
     final_rows: int | None = None
     clock_offset_ns: int = 0
     clock_uncertainty_ns: int = 0
+    clock: dict[str, Any] | None = None
     schedule_started_ns: int | None = None
     cpu_percent: dict[str, Any] | None = None
 
@@ -292,6 +307,8 @@ class Collector:
         tally.lost = None  # given up on too early: it was slow, not gone
         tally.clock_offset_ns = int(data.get("clock_offset_ns", 0))
         tally.clock_uncertainty_ns = int(data.get("clock_uncertainty_ns", 0))
+        clock = data.get("clock")
+        tally.clock = clock if isinstance(clock, dict) else None
         started = data.get("schedule_started_ns")
         tally.schedule_started_ns = None if started is None else int(started)
         tally.cpu_percent = data.get("cpu_percent")
@@ -384,6 +401,7 @@ class Collector:
                 ),
                 "clock_offset_ns": tally.clock_offset_ns,
                 "clock_uncertainty_ns": tally.clock_uncertainty_ns,
+                "clock": tally.clock,
                 "schedule_started_ns": tally.schedule_started_ns,
                 "cpu_percent": tally.cpu_percent,
             }

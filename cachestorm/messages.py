@@ -52,7 +52,12 @@ def wire(environment: Environment, session: Session) -> None:
         def pong(environment: Environment, msg: Any, **_kw: Any) -> None:
             runner.send_message(
                 MSG_CLOCK_PONG,
-                {"t0": msg.data["t0"], "t_master": time.time_ns(), "boot_id": boot_id()},
+                {
+                    "seq": msg.data.get("seq"),
+                    "t0": msg.data["t0"],
+                    "t_master": time.time_ns(),
+                    "boot_id": boot_id(),
+                },
                 client_id=msg.node_id,
             )
 

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import psutil
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from cachestorm import target_loader
+from cachestorm.clock import PINGS_PER_ROUND, PONG_TIMEOUT_S, ROUND_INTERVAL_S, ClockTrack, Exchange
 from cachestorm.history import Recorder, Shipper
 from cachestorm.operations import Operations
 from cachestorm.options import Options
@@ -40,7 +42,8 @@ MSG_CLOCK_PING = "cachestorm_clock_ping"
 
 
 def boot_id() -> str:
-    """Identifies this host's running kernel: processes with the same boot id share one clock."""
+    """Identifies this host's running kernel. Processes with the same boot id usually share one
+    clock, but not always (a process under libfaketime), so the clock is measured regardless."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -75,6 +78,11 @@ class Node:
     schedule_started_ns: int = 0
     _processes: Any = field(default_factory=lambda: count(1))
     process_base: int = 0
+    clock: ClockTrack = field(default_factory=ClockTrack)
+    clock_greenlet: Any = None
+    # The ping awaiting its pong: its number, and where on_clock_pong puts (t_master, t1).
+    _ping: tuple[int, Any] | None = None
+    _ping_seq: Any = field(default_factory=lambda: count(1))
 
     def new_process(self) -> int:
         return self.process_base + next(self._processes)
@@ -143,11 +151,15 @@ class Node:
             schedule_started_ns=self.schedule_started_ns if o.arrival_rate else 0,
             cpu_interval_s=SHIP_INTERVAL_S,
         )
-        self.ship_greenlet = gevent.spawn(self._ship_loop, self.shipper)
+        if self.clock_greenlet is not None:  # a run started again without a stop in between
+            self.clock_greenlet.kill(block=True)
+        self.clock = ClockTrack()
         if isinstance(runner, WorkerRunner):
-            runner.send_message(
-                MSG_CLOCK_PING, {"node": self.node, "t0": time.time_ns(), "boot_id": boot_id()}
-            )
+            self.shipper.clock_summary = self.clock.summary(sync=o.clock_sync)
+            if o.clock_sync:
+                self.shipper.clock_ready = False
+                self.clock_greenlet = gevent.spawn(self._clock_loop, self.shipper, runner.send_message)
+        self.ship_greenlet = gevent.spawn(self._ship_loop, self.shipper)
 
     def started(self, versions: dict[str, int] | None) -> None:
         """The master's reset said where each key's versions start (None: all at 0)."""
@@ -155,14 +167,42 @@ class Node:
             self.operations.contract.started(versions)
 
     def on_clock_pong(self, data: dict[str, Any]) -> None:
-        if self.shipper is None:
-            return
-        t1 = time.time_ns()
-        if data["boot_id"] == boot_id():
-            return  # one kernel, one clock: no offset to estimate
-        rtt = t1 - int(data["t0"])
-        self.shipper.clock_offset_ns = int(data["t_master"]) - (int(data["t0"]) + t1) // 2
-        self.shipper.clock_uncertainty_ns = rtt // 2
+        t1 = time.time_ns()  # first: anything before it would widen the round trip
+        waiting = self._ping
+        if waiting is not None and waiting[0] == data.get("seq"):
+            waiting[1].set((int(data["t_master"]), t1))
+
+    def ping(self, send: Callable[[str, Any], None]) -> Exchange | None:
+        """One exchange with the master (None: no pong within PONG_TIMEOUT_S)."""
+        seq = next(self._ping_seq)
+        answer: Any = gevent.event.AsyncResult()
+        self._ping = (seq, answer)
+        t0 = time.time_ns()
+        send(MSG_CLOCK_PING, {"node": self.node, "seq": seq, "t0": t0, "boot_id": boot_id()})
+        try:
+            t_master, t1 = answer.get(timeout=PONG_TIMEOUT_S)
+        except gevent.Timeout:
+            return None
+        finally:
+            self._ping = None
+        return Exchange(t0, t_master, t1)
+
+    def clock_round(self, shipper: Shipper, send: Callable[[str, Any], None]) -> None:
+        """Estimate the offset anew and have the shipper apply it from its next batch on."""
+        exchanges = [e for e in (self.ping(send) for _ in range(PINGS_PER_ROUND)) if e is not None]
+        chosen = self.clock.add_round(exchanges)
+        if chosen is None:
+            log.warning("cachestorm: no clock pong from the master this round; keeping the last estimate")
+        elif self.clock.ready:
+            shipper.clock_offset_ns = self.clock.offset_ns
+            shipper.clock_uncertainty_ns = self.clock.uncertainty_ns
+            shipper.clock_ready = True
+        shipper.clock_summary = self.clock.summary()
+
+    def _clock_loop(self, shipper: Shipper, send: Callable[[str, Any], None]) -> None:
+        while True:
+            self.clock_round(shipper, send)
+            gevent.sleep(ROUND_INTERVAL_S)
 
     def _ship_loop(self, shipper: Shipper) -> None:
         process = psutil.Process()
@@ -181,6 +221,9 @@ class Node:
         """
         if self.prober is not None:
             self.prober.stop()
+        if self.clock_greenlet is not None:
+            self.clock_greenlet.kill(block=True)
+            self.clock_greenlet = None
         if self.ship_greenlet is not None:
             self.ship_greenlet.kill(block=True)
             self.ship_greenlet = None

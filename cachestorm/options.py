@@ -321,6 +321,16 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
     )
     group.add_argument(
+        "--clock-sync",
+        env_var="CACHESTORM_CLOCK_SYNC",
+        choices=("on", "off"),
+        default="on",
+        help="on: every worker measures its clock's offset to the master's every few seconds and "
+        "ships its rows on the master's clock. off: the workers' clocks are trusted as they are "
+        "(only to show what an unsynchronised clock does to the verdict).",
+        include_in_web_ui=False,
+    )
+    group.add_argument(
         "--history-flush-s",
         env_var="CACHESTORM_HISTORY_FLUSH_S",
         type=float,
@@ -381,6 +391,7 @@ class Options:
     drain_timeout: float
     run_id: str
     history_flush_s: float = FLUSH_INTERVAL_S
+    clock_sync: bool = True
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
@@ -413,6 +424,7 @@ class Options:
             drain_timeout=float(parsed.drain_timeout),
             run_id=parsed.run_id or "",
             history_flush_s=float(getattr(parsed, "history_flush_s", FLUSH_INTERVAL_S)),
+            clock_sync=getattr(parsed, "clock_sync", "on") != "off",
         )
 
     def schedule(self) -> Schedule | None:
