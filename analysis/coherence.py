@@ -44,8 +44,10 @@ from analysis.verdict import CheckResult
 def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int = 5) -> CheckResult:
     """Ok reads that returned a version older than one whose write had already completed.
 
-    A read of key k invoked at t is stale when some ok write of k with a higher version completed
-    strictly before ``t - tolerance_ns``.
+    A read of key k invoked at t is stale when some committed write of k with a higher version
+    completed strictly before ``t - tolerance_ns``: an ok write, or an ``info`` write with a version
+    (committed, its invalidation unconfirmed). ``stale_after_unconfirmed`` counts the stale reads
+    that only such a write makes stale; they are violations like the others.
     """
     name = "stale_read"
     history = normalise(history)
@@ -57,6 +59,7 @@ def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int
     figures: dict[str, Any] = {
         "reads_checked": len(reads),
         "stale": int(stale.sum()),
+        "stale_after_unconfirmed": _stale_after_unconfirmed(stale_reads, writes, tolerance_ns),
         "tolerance_ns": tolerance_ns,
     }
     age_ns = np.array([], dtype="int64")
@@ -83,12 +86,19 @@ def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int
                 "age_us": age_ns[worst] / NS_PER_US,
                 "missed_write": np.array(
                     [
-                        {"row": int(r), "process": int(p), "version": int(v), "t_complete": int(t)}
-                        for r, p, v, t in zip(
+                        {
+                            "row": int(r),
+                            "process": int(p),
+                            "version": int(v),
+                            "t_complete": int(t),
+                            "invalidation_confirmed": bool(c),
+                        }
+                        for r, p, v, t, c in zip(
                             pick["w_row"],
                             pick["w_process"],
                             pick["w_version"],
                             pick["w_t_complete"],
+                            pick["w_confirmed"],
                             strict=True,
                         )
                     ],
@@ -98,6 +108,17 @@ def check_stale_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int
         )
     count = figures["stale"]
     return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
+
+
+def _stale_after_unconfirmed(stale_reads: pd.DataFrame, writes: pd.DataFrame, tolerance_ns: int) -> int:
+    """How many of the stale reads no ok write makes stale: only a write whose invalidation is
+    unconfirmed (an ``info`` write with a version) had committed a newer version before them."""
+    confirmed = writes["confirmed"].to_numpy(dtype=bool)
+    if len(stale_reads) == 0 or confirmed.all():
+        return 0
+    cut = stale_reads["t_invoke"].to_numpy() - tolerance_ns
+    seen_ok = _max_completed_before(stale_reads, writes.loc[confirmed], cut)
+    return int((~(np.nan_to_num(seen_ok, nan=-np.inf) > stale_reads["version"].to_numpy())).sum())
 
 
 def check_future_read(history: pd.DataFrame, tolerance_ns: int = 0, examples: int = 5) -> CheckResult:

@@ -98,15 +98,42 @@ def test_stale_read_uses_highest_version_even_if_acknowledged_out_of_order() -> 
     assert r.examples[0]["age_us"] == pytest.approx(5_000)
 
 
-def test_stale_read_ignores_info_and_fail_writes_and_other_keys() -> None:
+def test_stale_read_ignores_unversioned_info_and_fail_writes_and_other_keys() -> None:
     h = history(
-        write(0, 10, 1, status="info"),
+        write(0, 10, None, status="info"),
         write(0, 10, None, status="fail"),
         write(0, 10, 1, key="cs:e:2"),
         read(20, 21, 0),
     )
     r = check_stale_read(h)
     assert r.passed and r.figures["reads_checked"] == 1
+    assert r.figures["stale_after_unconfirmed"] == 0
+
+
+def test_stale_read_counts_a_commit_whose_invalidation_is_unconfirmed() -> None:
+    # An info write with a version raised AfterCommit: the commit happened, so older reads after it
+    # are stale; the read concurrent with it and the read of its version are not.
+    h = history(
+        write(0, 10, 1, status="info"),
+        read(5, 6, 0),
+        read(20, 21, 0),
+        read(22, 23, 1),
+        write(30, 40, 2),
+        read(50, 51, 1),
+    )
+    r = check_stale_read(h)
+    assert not r.passed and r.violations == 2
+    assert r.figures["stale"] == 2 and r.figures["stale_after_unconfirmed"] == 1
+    unconfirmed = [e for e in r.examples if not e["missed_write"]["invalidation_confirmed"]]
+    assert [e["t_invoke"] for e in unconfirmed] == [20 * MS]
+
+
+def test_stale_read_unconfirmed_figure_leaves_reads_an_ok_write_made_stale() -> None:
+    # Control: a read stale against an ok write is not counted as "after an unconfirmed one" even
+    # when an unconfirmed write of a lower version preceded it.
+    h = history(write(0, 10, 1, status="info"), write(12, 14, 2), read(20, 21, 0))
+    r = check_stale_read(h)
+    assert r.violations == 1 and r.figures["stale_after_unconfirmed"] == 0
 
 
 def test_stale_read_by_source() -> None:
