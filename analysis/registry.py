@@ -42,6 +42,7 @@ from analysis.ops import (
     UI_READ,
     WRITE,
     WS_CLOSE,
+    WS_GAP,
     WS_OPEN,
     WS_RECV,
 )
@@ -278,12 +279,13 @@ CHECKS: tuple[Check, ...] = (
             _h(c), c.options.ws_grace_ns, c.options.tolerance_ns, c.options.examples
         ),
         Chunking.WHOLE,
-        reads=(WS_OPEN, WS_RECV, WS_CLOSE, UI_READ, WRITE),
+        reads=(WS_OPEN, WS_RECV, WS_CLOSE, WS_GAP, UI_READ, WRITE),
         ok_only=(WRITE,),
         console=(
             "listeners",
             "expected",
             "missing",
+            "missing_during_notifier_gap",
             "delivery_ratio",
             "duplicates",
             "out_of_order",

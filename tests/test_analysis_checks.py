@@ -259,6 +259,68 @@ def test_ws_delivery_catches_missing_write() -> None:
     assert r.figures["latency_p50_us"] == pytest.approx(10_000)
 
 
+def _gap(t0: float, t1: float, source: str = "reconnect", value: int | None = None) -> dict[str, Any]:
+    return op("ws_gap", None, t0, t1, process=L, source=source, value=value)
+
+
+def _with_lost_write(*extra: dict[str, Any]) -> pd.DataFrame:
+    # Version 2 (written 5,900-6,000 ms) never reaches the listener; versions 1 and 3 do.
+    return history(
+        ws("ws_open", 0, 1000),
+        write(2900, 3000, 1),
+        recv(3010, 1, 3000),
+        write(5900, 6000, 2),
+        write(8900, 9000, 3),
+        recv(9010, 3, 9000),
+        *extra,
+        ws("ws_close", 20_000, 20_001),
+    )
+
+
+def test_ws_delivery_loss_while_the_notifier_reconnected_is_unknown_not_a_failure() -> None:
+    control = check_ws_delivery(_with_lost_write(), grace_ns=1 * S)
+    assert control.outcome == "fail" and control.violations == 1
+    r = check_ws_delivery(_with_lost_write(_gap(5500, 5800)), grace_ns=1 * S)
+    assert r.passed and r.violations == 0 and r.outcome == "unknown"
+    assert r.figures["missing"] == 0 and r.figures["missing_during_notifier_gap"] == 1
+    assert r.figures["notifier_gaps"] == 1 and r.figures["delivered"] == 2
+    assert "reconnecting" in (r.reason or "")
+
+
+def test_ws_delivery_a_gap_elsewhere_or_a_seq_hole_excuses_nothing() -> None:
+    # A reconnect window far from the lost write, and a hole in seq (a live notifier that did not
+    # send), leave the loss blamed.
+    r = check_ws_delivery(
+        _with_lost_write(_gap(12_000, 12_500), _gap(3010, 9010, source="seq", value=1)), grace_ns=1 * S
+    )
+    assert r.outcome == "fail" and r.violations == 1
+    assert r.figures["missing_during_notifier_gap"] == 0
+    assert r.figures["seq_holes"] == 1 and r.figures["seq_missed"] == 1
+    assert r.examples[0]["version"] == 2
+
+
+def test_ws_delivery_a_gap_excuses_only_its_own_losses() -> None:
+    # Two losses, one inside a reconnect window: the other still fails the check.
+    h = _with_lost_write(_gap(5500, 5800), write(14_900, 15_000, 4))
+    r = check_ws_delivery(h, grace_ns=1 * S)
+    assert r.outcome == "fail" and r.violations == 1
+    assert r.figures["missing_during_notifier_gap"] == 1 and r.examples[0]["version"] == 4
+
+
+def test_ws_delivery_a_gap_with_nothing_lost_passes() -> None:
+    r = check_ws_delivery(
+        history(
+            ws("ws_open", 0, 1000),
+            write(2900, 3000, 1),
+            recv(3010, 1, 3000),
+            _gap(2000, 2500),
+            ws("ws_close", 20_000, 20_001),
+        ),
+        grace_ns=1 * S,
+    )
+    assert r.outcome == "pass" and r.figures["notifier_gaps"] == 1
+
+
 def test_ws_delivery_writes_within_grace_are_not_expected() -> None:
     h = history(
         ws("ws_open", 0, 1000),
