@@ -371,6 +371,8 @@ def check_ws_delivery(
         ui_stale_grace = int((np.nan_to_num(late, nan=-np.inf) > v).sum())
 
     delivered = expected_total - missing_total - gap_missing
+    # The ratio is of the deliveries judged: those lost in a notifier gap are the check's unknown.
+    judged = expected_total - gap_missing
     holes = _equals(history["f"], WS_GAP) & _equals(history["source"], GAP_SEQ)
     figures = {
         "listeners": len(listeners),
@@ -379,7 +381,8 @@ def check_ws_delivery(
         "delivered": delivered,
         "missing": missing_total,
         "missing_during_notifier_gap": gap_missing,
-        "delivery_ratio": delivered / expected_total if expected_total else None,
+        "judged": judged,
+        "delivery_ratio": delivered / judged if judged else None,
         "notifier_gaps": len(gap_starts),
         "seq_holes": int(holes.sum()),
         "seq_missed": int(history["value"].to_numpy(dtype="float64", na_value=0.0)[holes].sum()),

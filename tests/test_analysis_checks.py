@@ -284,6 +284,7 @@ def test_ws_delivery_loss_while_the_notifier_reconnected_is_unknown_not_a_failur
     assert r.passed and r.violations == 0 and r.outcome == "unknown"
     assert r.figures["missing"] == 0 and r.figures["missing_during_notifier_gap"] == 1
     assert r.figures["notifier_gaps"] == 1 and r.figures["delivered"] == 2
+    assert r.figures["judged"] == 2 and r.figures["delivery_ratio"] == 1.0
     assert "reconnecting" in (r.reason or "")
 
 

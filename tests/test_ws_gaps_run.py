@@ -7,6 +7,7 @@ Services of its own, so that killing the notifier's LISTEN connection touches no
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pytest
 from analysis import check_ws_delivery, load_history
 from cachestorm import schema
 from cachestorm.services import EmbeddedServices, ServiceURLs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_analysis
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +96,13 @@ def test_loss_while_the_notifier_reconnects_is_attributed(own: ServiceURLs, tmp_
     assert figures["missing"] == 0, judged.examples
     assert figures["missing_during_notifier_gap"] == blind.violations
     assert judged.outcome == "unknown" and judged.violations == 0
+    assert figures["delivery_ratio"] == 1.0  # of the deliveries judged
+
+    # The whole analysis: unknown (exit 3), not pass, and no threshold turns the gap into a fail.
+    verdict = run_analysis(tmp_path / "gap")
+    summary = json.loads((tmp_path / "gap" / "summary.json").read_text())
+    assert verdict.returncode == 3, verdict.stdout[-3000:]
+    assert summary["checks"]["ws_delivery"]["outcome"] == "unknown"
 
     # A live notifier that failed to send: one delivery received well outside the outage, dropped
     # from the history, is blamed although the gap rows are there.
