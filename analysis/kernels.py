@@ -23,6 +23,7 @@ from analysis.load import COLUMNS, normalise
 from analysis.ops import (
     DB_LOAD,
     HIT,
+    INFO,
     INVALIDATE,
     LATENCY_GROUPS,
     NOTIFICATION,
@@ -198,8 +199,33 @@ def _max_completed_before(
     )
 
 
+def _committed_writes(history: pd.DataFrame) -> pd.DataFrame:
+    """The writes known to have committed, with ``confirmed`` telling the ok ones from the rest.
+
+    An ok write committed; so did an ``info`` write that carries a version (the target raised
+    ``AfterCommit``: the commit happened, only its invalidation's outcome is unknown). An ``info``
+    write without a version may never have committed, so it is left out.
+    """
+
+    def compute() -> pd.DataFrame:
+        ok = _ok_ops(history, "write")
+        after_commit = _ops(history, _is(history, "write", INFO))
+        if len(after_commit) == 0:
+            return ok.assign(confirmed=np.ones(len(ok), dtype=bool))
+        both = pd.concat(
+            [
+                ok.assign(confirmed=np.ones(len(ok), dtype=bool)),
+                after_commit.assign(confirmed=np.zeros(len(after_commit), dtype=bool)),
+            ],
+            ignore_index=True,
+        )
+        return both
+
+    return _shared(history, "committed_writes", compute)
+
+
 def _running_max(writes: pd.DataFrame) -> pd.DataFrame:
-    """Ok writes sorted by completion, with the per-key running maximum of versions committed."""
+    """Writes sorted by completion, with the per-key running maximum of versions committed."""
     ordered = writes.sort_values("t_complete", kind="stable").reset_index(drop=True)
     key = ordered["key"].to_numpy()
     order = _group_order(key, np.arange(len(ordered), dtype="int64"))
@@ -226,18 +252,21 @@ def _notification_ns(history: pd.DataFrame) -> np.ndarray:
 def stale_flags(
     history: pd.DataFrame, tolerance_ns: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """The ok reads, the ok writes with their running maximum, and which reads are stale.
+    """The ok reads, the committed writes with their running maximum, and which reads are stale.
 
     The core of :func:`check_stale_read`, shared with the checks that judge stale reads in a
     window (``eviction``): computed once per tolerance within a :func:`sharing` block. ``reads`` is
     the compact frame of :func:`_ops`; ``stale[i]`` says whether read ``i`` returned a version below
-    one whose write completed before ``t_invoke - tolerance_ns``.
+    one whose write completed before ``t_invoke - tolerance_ns``. The writes are
+    :func:`_committed_writes`: a version whose commit is certain counts even when its write's
+    invalidation is unconfirmed (``confirmed`` is False), since the cache still had to stop serving
+    older versions once the write returned.
     """
     history = normalise(history)
 
     def compute() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
         reads = _ok_ops(history, "read")
-        writes = _running_max(_ok_ops(history, "write"))
+        writes = _running_max(_committed_writes(history))
         if len(reads) == 0:
             return reads, writes, np.zeros(0, dtype=bool)
         cut = reads["t_invoke"].to_numpy() - tolerance_ns
@@ -249,23 +278,27 @@ def stale_flags(
 
 
 def first_missed_writes(stale_reads: pd.DataFrame, writes: pd.DataFrame) -> pd.DataFrame:
-    """Per stale read, the earliest-completing ok write of its key with a higher version.
+    """Per stale read, the earliest-completing write of its key with a higher version.
 
     ``writes`` are :func:`_running_max`'s. The running max only grows, so that write is the first
     whose running max exceeds the read's version: a forward asof on versions finds it. Returns the
     reads (``key``, ``version``, ``t_invoke``, ``row``; in version order) with the write's
-    ``w_t_complete``, ``w_version``, ``w_process`` and ``w_row``.
+    ``w_t_complete``, ``w_version``, ``w_process`` and ``w_row`` (and ``w_confirmed`` when the
+    writes say whether they were confirmed).
     """
     rises = writes["max_version"] > writes.groupby("key", sort=False)["max_version"].shift(
         fill_value=INT64_MIN
     )
-    records = writes.loc[rises, ["key", "max_version", "t_complete", "version", "process", "row"]]
+    columns = ["key", "max_version", "t_complete", "version", "process", "row"]
+    columns += ["confirmed"] if "confirmed" in writes else []
+    records = writes.loc[rises, columns]
     records = records.rename(
         columns={
             "t_complete": "w_t_complete",
             "version": "w_version",
             "process": "w_process",
             "row": "w_row",
+            "confirmed": "w_confirmed",
         }
     ).sort_values("max_version", kind="stable")
     left = stale_reads[["key", "version", "t_invoke", "row"]].sort_values("version", kind="stable")

@@ -33,6 +33,12 @@ TIER_EVENT = "tier_event"
 INITIAL = "initial"
 #: The WebSocket listener's connection rows.
 WS_OPS = (WS_OPEN, WS_RECV, WS_CLOSE)
+#: A break in the notifier's ``seq`` a listener saw; its ``source`` says which kind.
+WS_GAP = "ws_gap"
+#: The notifier re-LISTENed: changes committed in the row's window may have been lost by PostgreSQL.
+GAP_RECONNECT = "reconnect"
+#: A hole in ``seq``: messages a live notifier numbered and did not send (``value`` of them).
+GAP_SEQ = "seq"
 
 # Operations of the contention workloads.
 INCR = "incr"

@@ -42,6 +42,7 @@ from analysis.ops import (
     UI_READ,
     WRITE,
     WS_CLOSE,
+    WS_GAP,
     WS_OPEN,
     WS_RECV,
 )
@@ -228,7 +229,14 @@ CHECKS: tuple[Check, ...] = (
         lambda c: coherence.check_stale_read(_h(c), c.options.tolerance_ns, c.options.examples),
         Chunking.PARTITION,
         reads=(READ, WRITE),
-        console=("reads_checked", "stale", "age_p50_us", "age_max_us", "tolerance_ns"),
+        console=(
+            "reads_checked",
+            "stale",
+            "stale_after_unconfirmed",
+            "age_p50_us",
+            "age_max_us",
+            "tolerance_ns",
+        ),
         headline=("stale", "reads_checked"),
         anchor="stale_read-fails-on-any-violation",
         needed_by=("CacheReader",),
@@ -271,12 +279,13 @@ CHECKS: tuple[Check, ...] = (
             _h(c), c.options.ws_grace_ns, c.options.tolerance_ns, c.options.examples
         ),
         Chunking.WHOLE,
-        reads=(WS_OPEN, WS_RECV, WS_CLOSE, UI_READ, WRITE),
+        reads=(WS_OPEN, WS_RECV, WS_CLOSE, WS_GAP, UI_READ, WRITE),
         ok_only=(WRITE,),
         console=(
             "listeners",
             "expected",
             "missing",
+            "missing_during_notifier_gap",
             "delivery_ratio",
             "duplicates",
             "out_of_order",

@@ -45,7 +45,7 @@ REPORTED_ONLY = tuple(c.name for c in CHECKS if not c.gates)
 MAX_BARS = 60
 #: Rows whose duration is not a latency worth plotting: bookkeeping, and the WebSocket listener's
 #: connection events and local reads (its notification latency has its own section).
-NOT_TIMED = ("sweep", "redis_stat", "ws_open", "ws_close", "ws_recv", "ui_read")
+NOT_TIMED = ("sweep", "redis_stat", "ws_open", "ws_close", "ws_recv", "ws_gap", "ui_read")
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1100px;

@@ -7,15 +7,24 @@ client::
 
     {"key": "cs:e:42", "version": 7, "commit_ns": 1763688000123456000, "seq": 1}
 
-``seq`` counts messages from 1 across the whole notifier, so a client that sees a gap knows it
-missed something. Clients need not send anything; whatever they send is ignored.
+``seq`` counts messages from 1 across the whole notifier, so a client that sees a gap in it knows
+the live notifier did not send it something (a client too far behind is skipped). Clients need not
+send anything; whatever they send is ignored.
 
 Once LISTEN is active and the server is listening it prints exactly one line,
 ``READY ws://HOST:PORT/``, to stdout. Everything else goes to stderr.
 
 If the PostgreSQL connection drops, it reconnects with backoff. Notifications committed while
-it is disconnected are lost (PostgreSQL does not queue them for a listener that is gone), so
-after a reconnect ``seq`` skips one number: clients see a gap exactly where loss was possible.
+it is disconnected are lost (PostgreSQL does not queue them for a listener that is gone, and how
+many is unknowable), so once LISTEN is active again it tells every client where loss was possible
+with a message of its own, which takes the next ``seq``::
+
+    {"gap": "reconnect", "from_ns": 1763688000100000000, "to_ns": 1763688000900000000, "seq": 42}
+
+``from_ns`` is when the notifier last heard from the lost connection (its last notification, or
+its LISTEN), ``to_ns`` when LISTEN was active on the new one, both ns since the epoch: a change
+committed in between may have been lost. A gap message is never skipped for a lagging client, so
+``seq`` stays continuous across a reconnect and a hole in it always means a message not sent.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import psycopg
@@ -76,6 +86,8 @@ class Relay:
         self.channel = channel
         self.conn = conn
         self.seq = 0
+        # When the current connection last proved alive; changes committed after it may be lost.
+        self.heard_ns = time.time_ns()
 
     def publish(self, payload: str, server: Server) -> None:
         try:
@@ -84,6 +96,7 @@ class Relay:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a notification that is not the trigger's JSON: %.200r", payload)
             return
+        self.heard_ns = time.time_ns()
         self.seq += 1
         message = json.dumps({**fields, "seq": self.seq})
         clients = [c for c in server.connections if c.transport.get_write_buffer_size() <= MAX_CLIENT_BACKLOG]
@@ -101,12 +114,16 @@ class Relay:
             log.error("lost the PostgreSQL connection (%s); reconnecting", reason)
             with contextlib.suppress(psycopg.Error):
                 await self.conn.close()
+            lost_from = self.heard_ns
             self.conn = await self._reconnect()
-            # Mark the possible loss for clients: the next message's seq is one further on.
+            self.heard_ns = time.time_ns()
             self.seq += 1
+            # Every client, however far behind: without it the loss would look like nothing at all.
+            gap = {"gap": "reconnect", "from_ns": lost_from, "to_ns": self.heard_ns, "seq": self.seq}
+            broadcast(server.connections, json.dumps(gap))
             log.warning(
                 "LISTEN active again on %s; notifications committed while disconnected were lost"
-                " (seq skips one number here, now at %d)",
+                " (gap message seq %d)",
                 redact(self.dsn),
                 self.seq,
             )

@@ -98,15 +98,42 @@ def test_stale_read_uses_highest_version_even_if_acknowledged_out_of_order() -> 
     assert r.examples[0]["age_us"] == pytest.approx(5_000)
 
 
-def test_stale_read_ignores_info_and_fail_writes_and_other_keys() -> None:
+def test_stale_read_ignores_unversioned_info_and_fail_writes_and_other_keys() -> None:
     h = history(
-        write(0, 10, 1, status="info"),
+        write(0, 10, None, status="info"),
         write(0, 10, None, status="fail"),
         write(0, 10, 1, key="cs:e:2"),
         read(20, 21, 0),
     )
     r = check_stale_read(h)
     assert r.passed and r.figures["reads_checked"] == 1
+    assert r.figures["stale_after_unconfirmed"] == 0
+
+
+def test_stale_read_counts_a_commit_whose_invalidation_is_unconfirmed() -> None:
+    # An info write with a version raised AfterCommit: the commit happened, so older reads after it
+    # are stale; the read concurrent with it and the read of its version are not.
+    h = history(
+        write(0, 10, 1, status="info"),
+        read(5, 6, 0),
+        read(20, 21, 0),
+        read(22, 23, 1),
+        write(30, 40, 2),
+        read(50, 51, 1),
+    )
+    r = check_stale_read(h)
+    assert not r.passed and r.violations == 2
+    assert r.figures["stale"] == 2 and r.figures["stale_after_unconfirmed"] == 1
+    unconfirmed = [e for e in r.examples if not e["missed_write"]["invalidation_confirmed"]]
+    assert [e["t_invoke"] for e in unconfirmed] == [20 * MS]
+
+
+def test_stale_read_unconfirmed_figure_leaves_reads_an_ok_write_made_stale() -> None:
+    # Control: a read stale against an ok write is not counted as "after an unconfirmed one" even
+    # when an unconfirmed write of a lower version preceded it.
+    h = history(write(0, 10, 1, status="info"), write(12, 14, 2), read(20, 21, 0))
+    r = check_stale_read(h)
+    assert r.violations == 1 and r.figures["stale_after_unconfirmed"] == 0
 
 
 def test_stale_read_by_source() -> None:
@@ -230,6 +257,69 @@ def test_ws_delivery_catches_missing_write() -> None:
     assert r.examples[0]["f"] == "write" and r.examples[0]["version"] == 2
     assert r.examples[0]["missed_by_listener"] == L
     assert r.figures["latency_p50_us"] == pytest.approx(10_000)
+
+
+def _gap(t0: float, t1: float, source: str = "reconnect", value: int | None = None) -> dict[str, Any]:
+    return op("ws_gap", None, t0, t1, process=L, source=source, value=value)
+
+
+def _with_lost_write(*extra: dict[str, Any]) -> pd.DataFrame:
+    # Version 2 (written 5,900-6,000 ms) never reaches the listener; versions 1 and 3 do.
+    return history(
+        ws("ws_open", 0, 1000),
+        write(2900, 3000, 1),
+        recv(3010, 1, 3000),
+        write(5900, 6000, 2),
+        write(8900, 9000, 3),
+        recv(9010, 3, 9000),
+        *extra,
+        ws("ws_close", 20_000, 20_001),
+    )
+
+
+def test_ws_delivery_loss_while_the_notifier_reconnected_is_unknown_not_a_failure() -> None:
+    control = check_ws_delivery(_with_lost_write(), grace_ns=1 * S)
+    assert control.outcome == "fail" and control.violations == 1
+    r = check_ws_delivery(_with_lost_write(_gap(5500, 5800)), grace_ns=1 * S)
+    assert r.passed and r.violations == 0 and r.outcome == "unknown"
+    assert r.figures["missing"] == 0 and r.figures["missing_during_notifier_gap"] == 1
+    assert r.figures["notifier_gaps"] == 1 and r.figures["delivered"] == 2
+    assert r.figures["judged"] == 2 and r.figures["delivery_ratio"] == 1.0
+    assert "reconnecting" in (r.reason or "")
+
+
+def test_ws_delivery_a_gap_elsewhere_or_a_seq_hole_excuses_nothing() -> None:
+    # A reconnect window far from the lost write, and a hole in seq (a live notifier that did not
+    # send), leave the loss blamed.
+    r = check_ws_delivery(
+        _with_lost_write(_gap(12_000, 12_500), _gap(3010, 9010, source="seq", value=1)), grace_ns=1 * S
+    )
+    assert r.outcome == "fail" and r.violations == 1
+    assert r.figures["missing_during_notifier_gap"] == 0
+    assert r.figures["seq_holes"] == 1 and r.figures["seq_missed"] == 1
+    assert r.examples[0]["version"] == 2
+
+
+def test_ws_delivery_a_gap_excuses_only_its_own_losses() -> None:
+    # Two losses, one inside a reconnect window: the other still fails the check.
+    h = _with_lost_write(_gap(5500, 5800), write(14_900, 15_000, 4))
+    r = check_ws_delivery(h, grace_ns=1 * S)
+    assert r.outcome == "fail" and r.violations == 1
+    assert r.figures["missing_during_notifier_gap"] == 1 and r.examples[0]["version"] == 4
+
+
+def test_ws_delivery_a_gap_with_nothing_lost_passes() -> None:
+    r = check_ws_delivery(
+        history(
+            ws("ws_open", 0, 1000),
+            write(2900, 3000, 1),
+            recv(3010, 1, 3000),
+            _gap(2000, 2500),
+            ws("ws_close", 20_000, 20_001),
+        ),
+        grace_ns=1 * S,
+    )
+    assert r.outcome == "pass" and r.figures["notifier_gaps"] == 1
 
 
 def test_ws_delivery_writes_within_grace_are_not_expected() -> None:

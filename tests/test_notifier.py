@@ -200,14 +200,18 @@ def test_reconnects_after_losing_postgres(embedded: ServiceURLs, notifier: Notif
                     f"SELECT count(pg_terminate_backend(pid)) FROM ({listeners}) l"
                 ).fetchone()
                 assert killed is not None and killed[0] >= 1
-            await asyncio.to_thread(notifier.wait_for_log, "LISTEN active again")
+            killed_ns = time.time_ns()
+            gap = await recv_json(ws)
             await asyncio.to_thread(write, embedded.pg_dsn, [2])
             second = await recv_json(ws)
-            return [first, second]
+            return [first, gap, second, {"killed_ns": killed_ns, "after_ns": time.time_ns()}]
 
-    first, second = asyncio.run(scenario())
+    first, gap, second, when = asyncio.run(scenario())
     assert first["seq"] == 1
-    # One number skipped: the gap tells clients that notifications may have been lost.
+    # The gap message takes the next number and says when loss was possible: from the last
+    # notification heard on the lost connection until LISTEN was active on the new one.
+    assert gap["gap"] == "reconnect" and gap["seq"] == 2
+    assert gap["from_ns"] <= when["killed_ns"] <= gap["to_ns"] <= when["after_ns"]
     assert second["seq"] == 3
     assert second["key"] == schema.entity_key(2)
     log = notifier.log.read_text()

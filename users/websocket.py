@@ -2,6 +2,11 @@
 
 It keeps a local copy of what it was told, ``{key: version}``, and reads it now and then
 (``f=ui_read``), so a stale UI is measurable as well as a missed notification.
+
+It follows the notifier's ``seq`` on each connection and records what breaks it as ``f=ws_gap``
+(docs/history.md): the notifier's own message after it re-LISTENed (``source=reconnect``: changes
+committed in its window may have been lost by PostgreSQL), or a hole in ``seq``
+(``source=seq``: messages the live notifier numbered and did not send to this tab).
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ class WebSocketListener(User):
             return
         self.record(self.process, "ws_open", None, "ok", t0, now())
         self.ws = ws
+        # Where this connection's seq stands; another connection (or notifier) numbers afresh.
+        self.last_seq: int | None = None
+        self.last_t = now()
 
     @task
     def listen(self) -> None:
@@ -69,6 +77,10 @@ class WebSocketListener(User):
                     break
                 t = now()
                 note = json.loads(msg)
+                self._follow_seq(note, t)
+                if "gap" in note:
+                    self._gap(note)
+                    continue
                 key, version, commit_ns = note["key"], int(note["version"]), int(note["commit_ns"])
                 self.record(self.process, "ws_recv", key, "ok", t, t, version, commit_ns)
                 self.ws.received((t - commit_ns) / 1e6)
@@ -86,6 +98,23 @@ class WebSocketListener(User):
             key = self.known[self.rng.randrange(len(self.known))]
             t = now()
             self.record(self.process, "ui_read", key, "ok", t, t, self.local[key])
+
+    def _follow_seq(self, note: dict[str, object], t: int) -> None:
+        seq = note.get("seq")
+        if not isinstance(seq, int):
+            return
+        if self.last_seq is not None and seq > self.last_seq + 1:
+            # t_invoke..t_complete: between the receipts around the hole; value: how many it spans.
+            skipped = seq - self.last_seq - 1
+            self.record(self.process, "ws_gap", None, "ok", self.last_t, t, None, skipped, "seq")
+        self.last_seq, self.last_t = seq, t
+
+    def _gap(self, note: dict[str, object]) -> None:
+        start, end = note.get("from_ns"), note.get("to_ns")
+        if note.get("gap") != "reconnect" or not isinstance(start, int) or not isinstance(end, int):
+            return
+        # How many were lost is unknowable (PostgreSQL dropped them), so value stays null.
+        self.record(self.process, "ws_gap", None, "ok", start, max(start, end), None, None, "reconnect")
 
     def on_stop(self) -> None:
         if self.ws is None:
