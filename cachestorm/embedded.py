@@ -64,6 +64,18 @@ def fatal(message: str, code: int = 2) -> None:
     os._exit(code)
 
 
+def start_embedded(**kwargs: Any) -> EmbeddedServices:
+    """Start embedded Redis, PostgreSQL and notifier for the session (``EmbeddedServices.start``'s
+    arguments), stopped when it ends; leaves with one line when they cannot start."""
+    services = EmbeddedServices()
+    adopt(services)
+    try:
+        services.start(**kwargs)
+    except ServiceError as e:
+        fatal(str(e))
+    return services
+
+
 #: The session's service URLs, ``(redis_url, pg_dsn, ws_url)``, on the master.
 _session_urls: tuple[str, str, str] = ("", "", "")
 
@@ -84,13 +96,13 @@ def setup_services(environment: Any) -> tuple[str, str, str]:
     try:
         if not given:
             log.info("cachestorm: no service URLs given, starting embedded Redis, PostgreSQL and notifier")
-            services = EmbeddedServices()
-            adopt(services)
             maxmemory = parsed.redis_maxmemory or None
-            urls = services.start(
+            services = start_embedded(
                 redis_maxmemory=maxmemory,
                 redis_eviction_policy=parsed.redis_eviction_policy if maxmemory else None,
             )
+            assert services.urls is not None
+            urls = services.urls
             parsed.redis_url, parsed.pg_dsn, parsed.ws_url = urls.redis_url, urls.pg_dsn, urls.ws_url
             log.info(
                 "cachestorm: embedded services: redis %s, postgresql %s, notifier %s",

@@ -37,7 +37,7 @@ from dogpile.cache.region import CacheRegion
 from psycopg_pool import ConnectionPool
 
 from cachestorm import embedded
-from cachestorm.services import EmbeddedServices, ServiceError, check_pg, check_redis
+from cachestorm.services import ServiceError, check_pg, check_redis
 from cachestorm.target import Cached, Read, TargetContext
 
 PREFIX = "dogpile:"
@@ -202,12 +202,8 @@ class DogpileApp:
                 "--dogpile-redis-url and --dogpile-pg-dsn go together: give both, or neither "
                 "for embedded ones."
             )
-        services = EmbeddedServices()
-        embedded.adopt(services)
-        try:
-            urls = services.start()
-        except ServiceError as e:
-            embedded.fatal(str(e))
+        urls = embedded.start_embedded().urls
+        assert urls is not None
         parsed.dogpile_redis_url, parsed.dogpile_pg_dsn = urls.redis_url, urls.pg_dsn
         with psycopg.connect(urls.pg_dsn, autocommit=True) as conn:
             conn.execute(SCHEMA)

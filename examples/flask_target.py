@@ -23,7 +23,6 @@ from typing import Any
 from cachestorm import embedded
 from cachestorm.http_target import HttpTarget
 from cachestorm.procutil import die_with_parent, tail
-from cachestorm.services import EmbeddedServices, ServiceError
 from cachestorm.target import TargetContext
 
 APP = Path(__file__).resolve().parent / "flask_app.py"
@@ -110,12 +109,9 @@ class FlaskCachingApp(HttpTarget):
     def setup(cls, environment: Any) -> None:
         parsed = environment.parsed_options
         if not parsed.http_base_url:
-            services = EmbeddedServices()
-            embedded.adopt(services)
-            try:
-                urls = services.start()
-            except ServiceError as e:
-                embedded.fatal(str(e))
+            services = embedded.start_embedded()
+            urls = services.urls
+            assert urls is not None
             assert services.tmpdir is not None
             app = AppProcess(
                 urls.pg_dsn,

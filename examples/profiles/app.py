@@ -83,9 +83,10 @@ class ProfileService:
             self.cache.set(key, value)
 
     @staticmethod
-    def parse(raw: bytes) -> dict[str, Any]:
+    def parse(raw: bytes | str) -> dict[str, Any]:
         """A cached profile."""
-        return json.loads(raw)  # type: ignore[no-any-return]
+        profile: dict[str, Any] = json.loads(raw)
+        return profile
 
     def close(self) -> None:
         self.cache.close()

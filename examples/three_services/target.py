@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cachestorm import embedded  # noqa: E402
-from cachestorm.services import EmbeddedServices, ServiceError, redact  # noqa: E402
+from cachestorm.services import ServiceError, redact  # noqa: E402
 from cachestorm.target import AfterCommit, Cached, NoEffect, Read, TargetContext, TierEvent  # noqa: E402
 from examples.three_services import common  # noqa: E402
 from examples.three_services.processes import Services, StartError  # noqa: E402
@@ -224,9 +224,8 @@ class ThreeServices:
         try:
             if not (parsed.redis_url and parsed.pg_dsn):
                 log.info("three services: starting embedded Redis and PostgreSQL")
-                stores = EmbeddedServices()
-                embedded.adopt(stores)
-                urls = stores.start()
+                urls = embedded.start_embedded().urls
+                assert urls is not None
                 parsed.redis_url, parsed.pg_dsn = urls.redis_url, urls.pg_dsn
             l1_bug, frontend_bug = _bugs(parsed)
             backend = ["--l1-ttl-ms", str(parsed.backend_l1_ttl_ms)]
