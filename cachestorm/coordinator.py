@@ -69,6 +69,8 @@ class Coordinator:
     start_versions: dict[str, int] | None = None
     #: Set when a node reported that the target broke the contract: the run's one line.
     contract_broken: str = ""
+    #: Set when the run was stopped for another reason (a worker on the wrong services): its line.
+    stopped_for: str = ""
 
     def start_run(self) -> None:
         parsed = self.environment.parsed_options
@@ -83,6 +85,7 @@ class Coordinator:
         self.run_dir = Path(o.results_dir) / run_id
         self.collector = Collector(self.run_dir, run_id, flush_interval_s=o.history_flush_s)
         self.contract_broken = ""
+        self.stopped_for = ""
         self.missing_since = {}
         runner = self.environment.runner
         if isinstance(runner, MasterRunner):
@@ -291,6 +294,7 @@ class Coordinator:
                 "needed_checks": needed_checks(self.target) if self.target is not None else None,
             },
             "contract_broken": self.contract_broken or None,
+            "stopped_for": self.stopped_for or None,
             "options": run_options(self.environment.parsed_options, o),
             "locust": {
                 "runner": type(self.environment.runner).__name__,
