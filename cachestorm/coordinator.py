@@ -195,14 +195,16 @@ class Coordinator:
             return
         deadline = time.monotonic() + self.options.drain_timeout
         asked = False
+        # Marked lost already (a worker that refused its services): its reason stands.
+        known = {n for n, tally in c.nodes.items() if tally.lost}
         # A worker Locust marked missing stopped sending heartbeats: waiting for it would only
         # delay the run's end by the whole timeout.
-        while c.waiting_for() - self.lost_workers(c) and time.monotonic() < deadline:
+        while c.waiting_for() - self.lost_workers(c) - known and time.monotonic() < deadline:
             if not asked:
                 runner.send_message(MSG_DRAIN, {"run": c.run_id})
                 asked = True
             gevent.sleep(0.05)
-        for node in sorted(self.lost_workers(c)):
+        for node in sorted(self.lost_workers(c) - known):
             since = (self.missing_since or {})[node]
             c.mark_lost(node, f"Locust marked the worker missing (no heartbeat) at {since} ns")
             log.error(
@@ -210,10 +212,10 @@ class Coordinator:
                 "run.json will say the history is incomplete",
                 node,
             )
-        if c.waiting_for() - self.lost_workers(c):
+        if c.waiting_for() - self.lost_workers(c) - known:
             log.error(
                 "cachestorm: no final history count from %s: run.json will say the history is incomplete",
-                ", ".join(sorted(c.waiting_for() - self.lost_workers(c))),
+                ", ".join(sorted(c.waiting_for() - self.lost_workers(c) - known)),
             )
 
     def final_reads(self, c: Collector) -> None:

