@@ -11,6 +11,7 @@ import redis
 
 from cachestorm import marker
 from cachestorm.services import EmbeddedServices, ServiceURLs, with_host
+from tests.conftest import run_locust
 
 
 @pytest.fixture(scope="module")
@@ -62,4 +63,16 @@ def test_an_unreachable_service_is_named_with_its_password_hidden(remote: Servic
     wrong = marker.problem("w2", remote.redis_url, remote.pg_dsn, "ws://127.0.0.1:1/", run_marker)
     assert wrong is not None and wrong.startswith(
         "worker w2: notifier at ws://127.0.0.1:1/: it is unreachable"
+    )
+
+
+def test_binding_every_interface_without_an_advertised_host_is_one_line() -> None:
+    out = run_locust(
+        ["-f", "locustfile.py", "--headless", "-t", "3s", "--services-bind", "0.0.0.0"], timeout=60
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = [line for line in out.stderr.splitlines() if line.strip()][-1]
+    assert last == (
+        "cachestorm: --services-bind 0.0.0.0 needs --services-advertise HOST: "
+        "the address workers reach the embedded services by."
     )
