@@ -480,6 +480,11 @@ def load_results(path: str | Path, history: bool = True, tolerance_ns: int | Non
             f"{results / 'run.json'}: the target broke cachestorm's contract during the run "
             f"({run['contract_broken']}); fix the target (docs/targets.md), then run again"
         )
+    if run is not None and run.get("stopped_for"):
+        raise InputError(
+            f"{results / 'run.json'}: the run was stopped before its end ({run['stopped_for']}); "
+            "fix that, then run again"
+        )
     locust = load_locust(results)
     files = history_files(results / HISTORY_DIR) if (results / HISTORY_DIR).is_dir() else []
     if not files and locust is None:

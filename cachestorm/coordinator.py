@@ -69,6 +69,8 @@ class Coordinator:
     start_versions: dict[str, int] | None = None
     #: Set when a node reported that the target broke the contract: the run's one line.
     contract_broken: str = ""
+    #: Set when the run was stopped for another reason (a worker on the wrong services): its line.
+    stopped_for: str = ""
 
     def start_run(self) -> None:
         parsed = self.environment.parsed_options
@@ -83,6 +85,7 @@ class Coordinator:
         self.run_dir = Path(o.results_dir) / run_id
         self.collector = Collector(self.run_dir, run_id, flush_interval_s=o.history_flush_s)
         self.contract_broken = ""
+        self.stopped_for = ""
         self.missing_since = {}
         runner = self.environment.runner
         if isinstance(runner, MasterRunner):
@@ -192,14 +195,16 @@ class Coordinator:
             return
         deadline = time.monotonic() + self.options.drain_timeout
         asked = False
+        # Marked lost already (a worker that refused its services): its reason stands.
+        known = {n for n, tally in c.nodes.items() if tally.lost}
         # A worker Locust marked missing stopped sending heartbeats: waiting for it would only
         # delay the run's end by the whole timeout.
-        while c.waiting_for() - self.lost_workers(c) and time.monotonic() < deadline:
+        while c.waiting_for() - self.lost_workers(c) - known and time.monotonic() < deadline:
             if not asked:
                 runner.send_message(MSG_DRAIN, {"run": c.run_id})
                 asked = True
             gevent.sleep(0.05)
-        for node in sorted(self.lost_workers(c)):
+        for node in sorted(self.lost_workers(c) - known):
             since = (self.missing_since or {})[node]
             c.mark_lost(node, f"Locust marked the worker missing (no heartbeat) at {since} ns")
             log.error(
@@ -207,10 +212,10 @@ class Coordinator:
                 "run.json will say the history is incomplete",
                 node,
             )
-        if c.waiting_for() - self.lost_workers(c):
+        if c.waiting_for() - self.lost_workers(c) - known:
             log.error(
                 "cachestorm: no final history count from %s: run.json will say the history is incomplete",
-                ", ".join(sorted(c.waiting_for() - self.lost_workers(c))),
+                ", ".join(sorted(c.waiting_for() - self.lost_workers(c) - known)),
             )
 
     def final_reads(self, c: Collector) -> None:
@@ -291,6 +296,7 @@ class Coordinator:
                 "needed_checks": needed_checks(self.target) if self.target is not None else None,
             },
             "contract_broken": self.contract_broken or None,
+            "stopped_for": self.stopped_for or None,
             "options": run_options(self.environment.parsed_options, o),
             "locust": {
                 "runner": type(self.environment.runner).__name__,

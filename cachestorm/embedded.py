@@ -25,7 +25,15 @@ import psutil
 import psycopg
 
 from cachestorm import schema
-from cachestorm.services import EmbeddedServices, ServiceError, check_pg, check_redis, check_ws, redact
+from cachestorm.services import (
+    WILDCARD,
+    EmbeddedServices,
+    ServiceError,
+    check_pg,
+    check_redis,
+    check_ws,
+    redact,
+)
 
 log = logging.getLogger("cachestorm")
 SERVICE_FLAGS = ("--redis-url", "--pg-dsn", "--ws-url")
@@ -97,9 +105,18 @@ def setup_services(environment: Any) -> tuple[str, str, str]:
         if not given:
             log.info("cachestorm: no service URLs given, starting embedded Redis, PostgreSQL and notifier")
             maxmemory = parsed.redis_maxmemory or None
+            bind = getattr(parsed, "services_bind", "") or "127.0.0.1"
+            advertise = getattr(parsed, "services_advertise", "") or ""
+            if bind == WILDCARD and not advertise:
+                fatal(
+                    f"--services-bind {WILDCARD} needs --services-advertise HOST: the address workers "
+                    "reach the embedded services by."
+                )
             services = start_embedded(
                 redis_maxmemory=maxmemory,
                 redis_eviction_policy=parsed.redis_eviction_policy if maxmemory else None,
+                bind=bind,
+                advertise=advertise,
             )
             assert services.urls is not None
             urls = services.urls
@@ -120,6 +137,11 @@ def setup_services(environment: Any) -> tuple[str, str, str]:
         fatal(str(e))
     _session_urls = (parsed.redis_url, parsed.pg_dsn, parsed.ws_url)
     return _session_urls
+
+
+def session_urls() -> tuple[str, str, str] | None:
+    """The session's service URLs on the master, or None when no target set them up."""
+    return _session_urls if all(_session_urls) else None
 
 
 def adopt_posted_urls(environment: Any) -> str | None:

@@ -2,8 +2,8 @@
 
 History batches and final counts (``cachestorm_history``, ``cachestorm_history_end``) go from
 every user-running node to the master; the master asks workers to drain, to pause writes and
-answers their clock pings; a worker whose target broke the contract tells the master, which stops
-the run.
+answers their clock pings; a worker whose target broke the contract, or whose services are not
+the master's, tells the master, which stops the run.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MSG_PAUSE_WRITES = "cachestorm_pause_writes"
 MSG_CLOCK_PONG = "cachestorm_clock_pong"
 MSG_CONTRACT = "cachestorm_contract_broken"
+MSG_SERVICES = "cachestorm_wrong_services"
 
 
 def pause_writes(runner: Any) -> None:
@@ -46,6 +47,10 @@ def wire(environment: Environment, session: Session) -> None:
         runner.register_message(MSG_END, lambda environment, msg, **kw: coordinator.on_end(msg.data))
         runner.register_message(
             MSG_CONTRACT, lambda environment, msg, **kw: session.stop_broken(str(msg.data["message"]))
+        )
+        runner.register_message(
+            MSG_SERVICES,
+            lambda environment, msg, **kw: session.stop_for(str(msg.data["message"]), str(msg.data["node"])),
         )
     if isinstance(runner, MasterRunner):
 

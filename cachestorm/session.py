@@ -11,14 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import psycopg
+import redis
 from locust.env import Environment
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
-from cachestorm import embedded, events, target_loader
+from cachestorm import embedded, events, marker, target_loader
 from cachestorm.coordinator import Coordinator
-from cachestorm.messages import MSG_CONTRACT
+from cachestorm.messages import MSG_CONTRACT, MSG_SERVICES
 from cachestorm.node import Node
 from cachestorm.options import Options
+from cachestorm.services import redact
 
 log = logging.getLogger("cachestorm")
 
@@ -47,10 +50,45 @@ class Session:
             return
         if self.coordinator is not None:
             self.coordinator.start_run()
+            self.mark_services()
         if self.node is not None:
+            wrong = self.services_problem()
+            if wrong is not None:
+                self.refused = True
+                log.error("cachestorm: %s. The run is stopped.", wrong)
+                runner = self.environment.runner
+                assert runner is not None
+                runner.send_message(MSG_SERVICES, {"message": wrong, "node": self.node.node})
+                return
             self.node.start_run()
             if self.coordinator is not None:
                 self.node.started(self.coordinator.start_versions)
+
+    def mark_services(self) -> None:
+        """On the master: write this run's marker into the session's services, for the workers'
+        check (:mod:`cachestorm.marker`). A target without session services gets none."""
+        parsed = self.environment.parsed_options
+        assert parsed is not None
+        urls = embedded.session_urls()
+        parsed.run_marker = ""
+        if urls is None or not isinstance(self.environment.runner, MasterRunner):
+            return
+        run_marker = marker.new(parsed.run_id)
+        try:
+            marker.write(urls[0], urls[1], run_marker)
+        except (redis.RedisError, psycopg.Error, OSError) as e:
+            self.stop_for(f"the master could not write the run marker: {redact(str(e))}")
+            return
+        parsed.run_marker = run_marker
+
+    def services_problem(self) -> str | None:
+        """On a worker: why the services it was given are not the master's, in one line, or None."""
+        parsed = self.environment.parsed_options
+        run_marker = getattr(parsed, "run_marker", "")
+        on_worker = isinstance(self.environment.runner, WorkerRunner)
+        if parsed is None or not run_marker or not on_worker or self.node is None:
+            return None
+        return marker.problem(self.node.node, parsed.redis_url, parsed.pg_dsn, parsed.ws_url, run_marker)
 
     def run_problem(self) -> str | None:
         """Why this run must not start, in one line, or None.
@@ -94,6 +132,23 @@ class Session:
             return
         c.contract_broken = message
         log.error("cachestorm: the target broke the contract: %s. The run is stopped.", message)
+        self.environment.process_exit_code = 2
+        runner = self.environment.runner
+        parsed = self.environment.parsed_options
+        if runner is not None:
+            gevent.spawn(runner.quit if parsed is not None and parsed.headless else runner.stop)
+
+    def stop_for(self, message: str, node: str = "") -> None:
+        """On the master: record the first reason this run must stop (``node``'s services are not
+        the master's), and stop it; run.json's ``stopped_for`` makes the analysis refuse it."""
+        c = self.coordinator
+        if c is None or c.stopped_for:
+            return
+        c.stopped_for = message
+        if node and c.collector is not None:
+            # It refused to run users, so no final count will come from it.
+            c.collector.mark_lost(node, message)
+        log.error("cachestorm: %s. The run is stopped.", message)
         self.environment.process_exit_code = 2
         runner = self.environment.runner
         parsed = self.environment.parsed_options

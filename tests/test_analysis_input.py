@@ -182,3 +182,16 @@ def test_version_checks_ignore_what_is_not_an_ok_write() -> None:
     check_versions(h)
     with pytest.raises(InputError, match="both committed version 1"):
         check_versions(history(row("write", 0, 10, 1), row("write", 20, 30, 1, process=3)))
+
+
+def test_a_run_stopped_for_wrong_services_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path, frame(clean()))
+    run = json.loads((tmp_path / "run.json").read_text())
+    # The same clean history, but a worker ran on services that were not the master's.
+    (tmp_path / "run.json").write_text(
+        json.dumps({**run, "stopped_for": "worker w1: Redis at redis://x: no"})
+    )
+    line = refused(tmp_path, capsys)
+    assert "the run was stopped before its end (worker w1: Redis at redis://x: no)" in line
