@@ -51,6 +51,8 @@ GUARDED_WRITE = "guarded_write"
 INVALIDATE_BATCH = "invalidate_batch"
 DB_LOAD = "db_load"
 REDIS_STAT = "redis_stat"
+#: A fault the nemesis applied (``source`` ``start``) or healed (``end``); ``key`` names it.
+NEMESIS = "nemesis"
 
 # Sources of a read: served from a cache, or loaded from the database. A target with several cache
 # tiers says which one: ``hit:<tier>`` (``hit:l1``) is a hit too.

@@ -37,7 +37,7 @@ from analysis.verdict import FAIL, UNKNOWN, Verdict, write_text_atomic
 REPORT_FILE = "report.html"
 LOCUST_HISTORY = "locust_stats_history.csv"
 #: Rows that are bookkeeping of the run rather than load: left out of the throughput plot.
-NOT_LOAD = ("sweep", "redis_stat")
+NOT_LOAD = ("sweep", "redis_stat", "nemesis")
 #: The figure that sums up each check in the verdict table (the registry's ``headline``), and checks
 #: that never fail.
 KEY_FIGURE: dict[str, tuple[str, ...]] = {c.name: c.headline for c in CHECKS if c.headline}
@@ -45,7 +45,7 @@ REPORTED_ONLY = tuple(c.name for c in CHECKS if not c.gates)
 MAX_BARS = 60
 #: Rows whose duration is not a latency worth plotting: bookkeeping, and the WebSocket listener's
 #: connection events and local reads (its notification latency has its own section).
-NOT_TIMED = ("sweep", "redis_stat", "ws_open", "ws_close", "ws_recv", "ws_gap", "ui_read")
+NOT_TIMED = ("sweep", "redis_stat", "nemesis", "ws_open", "ws_close", "ws_recv", "ws_gap", "ui_read")
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1100px;
@@ -145,6 +145,31 @@ def _figure(
 def _seconds(t_ns: np.ndarray, t0: int) -> np.ndarray:
     """Whole seconds since ``t0`` (the 1-second bucket of each stamp)."""
     return (np.asarray(t_ns, dtype="int64") - t0) // NS_PER_S
+
+
+def fault_windows(history: pd.DataFrame, t0: int) -> list[tuple[str, float, float]]:
+    """The nemesis's faults, ``(name, start s, end s)`` since ``t0``: from a ``start`` row's invoke
+    to its ``end`` row's completion, or to the history's end for a fault never healed."""
+    rows = history.loc[_is(history, "nemesis", None)].sort_values("t_invoke")
+    end_ns = int(history["t_complete"].max()) if len(history) else t0
+    open_at: dict[str, int] = {}
+    out = []
+    for key, source, t_inv, t_done in rows[["key", "source", "t_invoke", "t_complete"]].itertuples(
+        index=False
+    ):
+        if source == "start":
+            open_at[str(key)] = int(t_inv)
+        elif source == "end" and str(key) in open_at:
+            out.append((str(key), open_at.pop(str(key)), int(t_done)))
+    out += [(k, t, end_ns) for k, t in open_at.items()]
+    return [(k, (a - t0) / NS_PER_S, (b - t0) / NS_PER_S) for k, a, b in out]
+
+
+def _shade(ax: Axes, windows: list[tuple[str, float, float]]) -> None:
+    """Grey bands where a fault was active, so a dip in a plot can be read against its cause."""
+    for name, start, end in windows:
+        ax.axvspan(start, end, color="#999999", alpha=0.25, lw=0)
+        ax.text(start, 1.0, name, transform=ax.get_xaxis_transform(), fontsize=7, va="top", rotation=90)
 
 
 def _legend(ax: Axes, n: int) -> None:
@@ -269,6 +294,8 @@ def section_throughput(history: pd.DataFrame | None, t0: int, results: Path | No
             "between info operations)."
         )
 
+    faults = fault_windows(history, t0) if history is not None else []
+
     def draw(fig: Figure) -> None:
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
         palette = matplotlib.colormaps["tab20"]
@@ -282,6 +309,7 @@ def section_throughput(history: pd.DataFrame | None, t0: int, results: Path | No
             )
         top.set_ylabel("ops/s")
         top.set_title("Completed operations per second, by operation f")
+        _shade(top, faults)
         top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.8)
         bottom.step(user_x, user_y, where="post", color="black", lw=1.2)
         bottom.set_ylabel(user_label, fontsize=8)
@@ -334,6 +362,7 @@ def section_latency(history: pd.DataFrame | None, t0: int) -> str:
         return "\n".join(parts)
     ncols = 2 if len(groups) > 1 else 1
     nrows = -(-len(groups) // ncols)
+    faults = fault_windows(history, t0) if history is not None else []
 
     def draw(fig: Figure) -> None:
         axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, squeeze=False)).ravel()
@@ -354,6 +383,7 @@ def section_latency(history: pd.DataFrame | None, t0: int) -> str:
             ax.set_ylabel("us", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(True, which="major", alpha=0.3)
+            _shade(ax, faults)
         for ax in axes[len(groups) :]:
             ax.set_visible(False)
         axes[0].legend(fontsize=7, loc="upper left")
@@ -389,6 +419,8 @@ def section_cache(history: pd.DataFrame | None, t0: int) -> str:
         hit_columns = [c for c in by.columns if c == "hit" or str(c).startswith("hit:")]
         hits = by[hit_columns].sum(axis=1) if hit_columns else pd.Series(0, index=by.index)
         ratio = hits / by.sum(axis=1)
+        assert history is not None
+        faults = fault_windows(history, t0)
 
         def draw(fig: Figure) -> None:
             ax = fig.subplots()
@@ -404,6 +436,7 @@ def section_cache(history: pd.DataFrame | None, t0: int) -> str:
             twin.set_ylabel("hit ratio")
             ax.set_title("Ok reads per second by source, and the hit ratio")
             _legend(ax, len(by.columns))
+            _shade(ax, faults)
 
         parts.append(_figure(draw, alt="hit ratio"))
         total_hits = int(hits.sum())

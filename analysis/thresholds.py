@@ -22,7 +22,7 @@ from analysis.verdict import CheckResult, ThresholdResult
 
 DEFAULT_FILE = Path(__file__).with_name("thresholds.toml")
 #: Operations left out of the success rate: bookkeeping rows and the WebSocket listener's.
-NOT_COUNTED = ("sweep", "redis_stat", "ws_open", "ws_recv", "ws_close", "ws_gap")
+NOT_COUNTED = ("sweep", "redis_stat", "ws_open", "ws_recv", "ws_close", "ws_gap", "nemesis")
 #: Operations whose ``fail`` is a correct refusal, not an error: a fill refused by the version guard,
 #: an increment that did not get its lock, a WATCH abort, a lock not acquired or already lost, a write
 #: refused by the fence. Those ``fail`` rows are left out of the success rate.

@@ -26,8 +26,9 @@ from locust.argument_parser import default_args_dict
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner
 
-from cachestorm import events, target_loader
+from cachestorm import embedded, events, target_loader
 from cachestorm.history import ROW_COLUMNS, Collector, Recorder
+from cachestorm.nemesis import Nemesis, parse_schedule
 from cachestorm.options import Options
 from cachestorm.services import redact
 from cachestorm.target import TargetContext, describe
@@ -71,6 +72,8 @@ class Coordinator:
     contract_broken: str = ""
     #: Set when the run was stopped for another reason (a worker on the wrong services): its line.
     stopped_for: str = ""
+    #: The run's faults on purpose (--nemesis), healed at its stop.
+    nemesis: Nemesis | None = None
 
     def start_run(self) -> None:
         parsed = self.environment.parsed_options
@@ -123,7 +126,20 @@ class Coordinator:
             self.collector.add_rows(self.node, [list(c) for c in zip(*rows, strict=True)])
         if callable(getattr(self.target, "stats", None)):
             self.stats_greenlet = gevent.spawn(self._sample_stats, self.collector)
+        self.start_nemesis(self.collector)
         log.info("cachestorm: run %s started, results in %s", run_id, self.run_dir)
+
+    def start_nemesis(self, collector: Collector) -> None:
+        services = embedded.session_services()
+        if not self.options.nemesis or services is None:
+            return
+        self.nemesis = Nemesis(
+            services,
+            parse_schedule(self.options.nemesis),
+            self.options.seed,
+            lambda rows: add_rows(collector, self.node, rows),
+        )
+        self.nemesis.start()
 
     def keys(self) -> list[str]:
         assert self.target is not None
@@ -265,6 +281,11 @@ class Coordinator:
         c = self.collector
         if c is None or c.finalized:
             return
+        if self.nemesis is not None:
+            # Healed first, as Jepsen's final generator does: the last operations, the final reads
+            # and the sweep see every service up.
+            self.nemesis.stop()
+            self.nemesis = None
         self.drain()
         self.stop_tick()
         if self.stats_greenlet is not None:

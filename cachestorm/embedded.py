@@ -72,6 +72,11 @@ def fatal(message: str, code: int = 2) -> None:
     os._exit(code)
 
 
+def session_services() -> EmbeddedServices | None:
+    """The embedded services started for this session, if any (the nemesis faults only these)."""
+    return next((s for s in reversed(_services) if isinstance(s, EmbeddedServices)), None)
+
+
 def start_embedded(**kwargs: Any) -> EmbeddedServices:
     """Start embedded Redis, PostgreSQL and notifier for the session (``EmbeddedServices.start``'s
     arguments), stopped when it ends; leaves with one line when they cannot start."""

@@ -131,6 +131,16 @@ def add_arguments(parser: Any) -> None:
         help="Seed for key choices. Unset: a random seed, recorded in run.json.",
     )
     group.add_argument(
+        "--nemesis",
+        env_var="CACHESTORM_NEMESIS",
+        default="",
+        help="Faults on purpose against the embedded services (docs/reliability.md): "
+        "NAME@TIME[:DURATION],... e.g. redis-kill@5s,redis-pause@12s:6s,pg-restart@20s,notifier-kill@28s, "
+        "or random:8s (one every 8 s, drawn with --seed). Each is healed before the final sweep.",
+        # Fixed for the session: it needs the services the session started.
+        include_in_web_ui=False,
+    )
+    group.add_argument(
         "--payload-bytes",
         env_var="CACHESTORM_PAYLOAD_BYTES",
         type=int,
@@ -410,6 +420,7 @@ class Options:
     run_id: str
     history_flush_s: float = FLUSH_INTERVAL_S
     clock_sync: bool = True
+    nemesis: str = ""
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
@@ -443,6 +454,7 @@ class Options:
             run_id=parsed.run_id or "",
             history_flush_s=float(getattr(parsed, "history_flush_s", FLUSH_INTERVAL_S)),
             clock_sync=getattr(parsed, "clock_sync", "on") != "off",
+            nemesis=getattr(parsed, "nemesis", "") or "",
         )
 
     def schedule(self) -> Schedule | None:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from cachestorm import locust_fixes, messages, secrecy, signals, target_loader
+from cachestorm import embedded, locust_fixes, messages, nemesis, secrecy, signals, target_loader
 from cachestorm.coordinator import Coordinator
 from cachestorm.embedded import fatal
 from cachestorm.history import Recorder
@@ -91,9 +91,14 @@ def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Ses
             # its invalidation leaves a stale entry that the divergence sweep would rightly count.
             # Let each user finish its current operation; the master sends this to the workers.
             environment.stop_timeout = GRACEFUL_STOP_S
+        # Refused before the target's setup starts services that would then have to be stopped.
+        if problem := nemesis.refusal(o):
+            fatal(problem)
         setup = getattr(target_cls, "setup", None)
         if callable(setup):
             setup(environment)
+        if o.nemesis and (problem := nemesis.no_services(embedded.session_services())):
+            fatal(problem)
         coordinator.options = Options.from_parsed(parsed)
     messages.wire(environment, session)
     environment.events.test_start.add_listener(session.on_test_start)

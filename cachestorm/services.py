@@ -265,6 +265,11 @@ class _Child:
     proc: subprocess.Popen[bytes]
     log: Path
     stop_signal: signal.Signals
+    # How it was spawned, so that a restart (cachestorm.nemesis) brings back the same service.
+    argv: list[str] | None = None
+    death_signal: signal.Signals = signal.SIGKILL
+    user: pwd.struct_passwd | None = None
+    env: dict[str, str] | None = None
 
 
 class _PortClash(Exception):
@@ -373,6 +378,23 @@ def _pg_system_user() -> pwd.struct_passwd | None:
             f"cannot run as root and the system user {name!r} does not exist",
             "create it, set CACHESTORM_PG_SYSTEM_USER to an existing unprivileged user, or run as non-root.",
         ) from None
+
+
+def _serves_redis(url: str, pid: int) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as r:
+            return bool(r.info("server").get("process_id") == pid)
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _serves_pg(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+            return True
+    except psycopg.Error:
+        return False
 
 
 def _sweep_stale_dirs() -> None:
@@ -507,6 +529,74 @@ class EmbeddedServices:
         """PIDs of the running children by name (``redis``, ``postgres``, ``notifier``)."""
         return {c.name: c.proc.pid for c in self._children}
 
+    # -- faults (cachestorm.nemesis) -------------------------------------------------------
+
+    def _child(self, name: str) -> _Child:
+        for child in self._children:
+            if child.name == name:
+                return child
+        raise KeyError(f"no embedded {name} is running")
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to the child ``name`` and wait until it has exited."""
+        child = self._child(name)
+        if child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(sig)
+        if wait_all([child.proc], self.stop_timeout):
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.kill()
+        child.proc.wait()
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP the child ``name``: it keeps its sockets but answers nothing."""
+        self._child(name).proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self._child(name).proc.send_signal(signal.SIGCONT)
+
+    def restart(self, name: str) -> None:
+        """Bring the child ``name`` back (killed first if it still runs) with the argv it was started
+        with: the same port, and for PostgreSQL the same data directory. Returns once it serves."""
+        assert self.urls is not None, "restart() before start()"
+        old = self._child(name)
+        if old.proc.poll() is None:
+            self.kill(name)
+        assert old.argv is not None
+        argv = list(old.argv)
+        if name == "notifier":
+            # It first bound port 0; its clients know the port it got, so it must get that again.
+            argv[argv.index("--port") + 1] = str(urlsplit(self.urls.ws_url).port)
+        seen = old.log.stat().st_size if old.log.exists() else 0
+        self._children.remove(old)
+        child = self._spawn(
+            name,
+            argv,
+            death_signal=old.death_signal,
+            stop_signal=old.stop_signal,
+            user=old.user,
+            env=old.env,
+        )
+        remedy = "see ServiceError.detail for its log."
+        if name == "redis":
+            url = self.urls.redis_url
+            self._wait_ready(
+                child, "Redis", url, lambda: _serves_redis(url, child.proc.pid), remedy, may_clash=False
+            )
+        elif name == "postgres":
+            dsn = self.urls.pg_dsn
+            self._wait_ready(child, "PostgreSQL", dsn, lambda: _serves_pg(dsn), remedy, may_clash=False)
+        elif name == "notifier":
+
+            def ready() -> bool:
+                with open(child.log, "rb") as f:
+                    f.seek(seen)
+                    return any(ln.startswith(b"READY ") for ln in f.read().splitlines())
+
+            self._wait_ready(child, "notifier", self.urls.ws_url, ready, remedy, may_clash=False)
+        else:
+            raise KeyError(f"cannot restart {name}")
+
     def __enter__(self) -> EmbeddedServices:
         return self
 
@@ -544,7 +634,7 @@ class EmbeddedServices:
                 # No threads here (see the class docstring), so preexec_fn is safe to use.
                 preexec_fn=die_with_parent(death_signal),  # noqa: PLW1509
             )
-        child = _Child(name, proc, log, stop_signal)
+        child = _Child(name, proc, log, stop_signal, argv, death_signal, user, env)
         self._children.append(child)
         return child
 
