@@ -2,7 +2,8 @@
 
 A write whose invalidation timed out after its commit is ``info`` with its version; ``stale_read``
 counts that commit. The reference cache's timed-out invalidation still runs when Redis resumes, so
-no read goes stale (the safe case). A target that skips the invalidation when Redis is slow loses it
+its cache converges, and any read stale meanwhile is one behind an unconfirmed invalidation (the
+safe case). A target that skips the invalidation when Redis is slow loses it
 for real: the reads of the older entry after such a write are caught by ``stale_read`` as
 ``stale_after_unconfirmed`` (the positive control), which a judge of ok writes alone would miss.
 
@@ -22,7 +23,7 @@ import psutil
 import psycopg
 import pytest
 
-from analysis import check_stale_read, load_history
+from analysis import check_divergence, check_stale_read, load_history
 from cachestorm import schema
 from cachestorm.services import EmbeddedServices, ServiceURLs
 from tests.conftest import ROOT
@@ -89,14 +90,21 @@ def ok_writes_only(history: pd.DataFrame) -> pd.DataFrame:
     return history.loc[~info.to_numpy()].reset_index(drop=True)
 
 
-def test_a_timed_out_invalidation_still_applied_leaves_no_stale_read(
+def test_a_timed_out_invalidation_still_applied_converges(
     own: tuple[EmbeddedServices, ServiceURLs], tmp_path: Path
 ) -> None:
+    """The reference cache: a timed-out invalidation still runs when Redis resumes.
+
+    Until it does, a read that Redis happens to serve first (it takes its resumed connections in
+    no set order) may still see the old entry after the write gave up waiting: such a read is
+    stale, and must be counted as stale after an unconfirmed invalidation, never as anything
+    else. Once Redis has caught up the cache holds nothing older than the database.
+    """
     history = run_with_redis_paused(own, tmp_path / "reference")
     assert unconfirmed(history) >= 1  # the pause did time out invalidations after their commit
     result = check_stale_read(history)
-    assert result.outcome == "pass", result.examples
-    assert result.figures["stale_after_unconfirmed"] == 0
+    assert result.violations == result.figures["stale_after_unconfirmed"], result.examples
+    assert check_divergence(history).violations == 0
 
 
 def test_a_skipped_invalidation_is_caught_as_stale_after_unconfirmed(
