@@ -77,16 +77,25 @@ def test_a_fault_without_a_namespace_is_refused(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.integration
-def test_each_fault_acts_toward_the_services_only_and_heals_to_nothing(hosts: Hosts, tmp_path: Path) -> None:
-    master_ip = f"{SUBNET}.2"
-    for address in (hosts.services_ip, master_ip):
+MASTER_IP = f"{SUBNET}.2"
+
+
+def listen(hosts: Hosts, tmp_path: Path) -> None:
+    """A TCP listener on each of the master host's two addresses, once it accepts."""
+    for address in (hosts.services_ip, MASTER_IP):
         # A listener on each of the master host's two addresses.
         hosts.start("m", [sys.executable, "-m", "http.server", "--bind", address, str(PROBE_PORT)],
                     tmp_path / f"probe-{address}.log")  # fmt: skip
     wait_for(lambda: connect_s(hosts, hosts.services_ip) is not None, 20, "the probe listener")
-    wait_for(lambda: connect_s(hosts, master_ip) is not None, 20, "the probe listener")
-    w1, services = hosts.names["w1"], [hosts.services_ip]
+    wait_for(lambda: connect_s(hosts, MASTER_IP) is not None, 20, "the probe listener")
+
+
+@pytest.mark.integration
+def test_partition_and_loss_act_toward_the_services_only_and_heal_to_nothing(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    listen(hosts, tmp_path)
+    master_ip, w1, services = MASTER_IP, hosts.names["w1"], [hosts.services_ip]
     baseline = connect_s(hosts, hosts.services_ip)
     assert baseline is not None and baseline < 0.1
 
@@ -114,8 +123,13 @@ def test_each_fault_acts_toward_the_services_only_and_heals_to_nothing(hosts: Ho
     healed = connect_s(hosts, hosts.services_ip)
     assert healed is not None and healed < 0.1
 
+
+@pytest.mark.integration
+def test_latency_slows_the_services_only_and_heals_to_nothing(hosts: Hosts, tmp_path: Path) -> None:
+    master_ip, w1, services = MASTER_IP, hosts.names["w1"], [hosts.services_ip]
     if reason := netfaults.netem_missing(w1):
         pytest.skip(reason)
+    listen(hosts, tmp_path)
     netfaults.apply("latency", w1, services)
     try:
         slowed = connect_s(hosts, hosts.services_ip)
