@@ -175,6 +175,12 @@ def faulted_run(h: Hosts, tmp_path: Path, fault: str, strategy: str) -> dict[str
     summary["rows"] = len(history)
     summary["info"] = int((history["status"] == "info").sum())
     summary["violations"] = {c: summary["checks"][c]["violations"] for c in COHERENCE}
+    # Each worker's p99 latency (ms) of the operations started while the fault was on.
+    t0, t1 = faults["t_invoke"].min(), faults["t_complete"].max()
+    during = history.loc[history["t_invoke"].between(t0, t1) & ~history["f"].isin(["nemesis"])]
+    during = during.loc[during["node"] != "master"]
+    lat_ms = (during["t_complete"] - during["t_invoke"]) / 1e6
+    summary["p99_ms"] = sorted(lat_ms.groupby(during["node"], observed=True).quantile(0.99).round().tolist())
     print(  # the figures of docs/reliability.md (-s shows them)
         json.dumps(
             {
@@ -182,6 +188,7 @@ def faulted_run(h: Hosts, tmp_path: Path, fault: str, strategy: str) -> dict[str
                 "rows": summary["rows"],
                 "info": summary["info"],
                 "violations": summary["violations"],
+                "p99_ms": summary["p99_ms"],
                 "ws_delivery": summary["checks"]["ws_delivery"]["outcome"],
                 "verdict": summary["verdict"],
             }
@@ -201,6 +208,8 @@ def test_the_network_fault_matrix(fault: str, hosts: Hosts, tmp_path: Path) -> N
         assert safe["checks"][name]["outcome"] == "pass", (name, safe["checks"][name].get("examples"))
     assert safe["exit_code"] in (0, 3)
     assert safe["rows"] > 1000
+    # The fault struck the one worker and only it: else the matrix would judge a healthy run.
+    assert len(safe["p99_ms"]) == 2 and safe["p99_ms"][0] < 200 and safe["p99_ms"][1] >= 300, safe["p99_ms"]
 
     unsafe = faulted_run(hosts, tmp_path, fault, "cache-aside")
     assert unsafe["fault_rows"] == [(fault, "end", "ok"), (fault, "start", "ok")]
