@@ -138,6 +138,7 @@ class Coordinator:
             parse_schedule(self.options.nemesis),
             self.options.seed,
             lambda rows: add_rows(collector, self.node, rows),
+            self.options.nemesis_netns,
         )
         self.nemesis.start()
 

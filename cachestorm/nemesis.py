@@ -19,8 +19,11 @@ The faults, each healed by bringing the service back as it was (same port, same 
   contract; that is a fault of the embedded configuration, not of the system under test.
 - ``notifier-kill``: SIGKILL the notifier, then restart it on the port its listeners know.
 
-Network partitions are not here: they need network namespaces, which a single host's embedded
-services do not have.
+Network faults between one worker's host and the services (:mod:`cachestorm.netfaults`):
+``partition`` (iptables DROP), ``latency`` (netem 200 ms) and ``loss`` (iptables, 30%), each 4 s by
+default, act inside the network namespace ``--nemesis-netns NAME`` names, the one the worker runs
+in; a single host's loopback services have no such namespace, so without it they are refused.
+``random:N`` draws them too only when a namespace is given.
 
 The nemesis is a greenlet on the master (or the local runner), and it only touches services it
 started itself (:class:`~cachestorm.services.EmbeddedServices`): given URLs are refused, because
@@ -39,14 +42,19 @@ import logging
 import random
 import re
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event
 
+from cachestorm import netfaults
+from cachestorm.netfaults import NET_FAULTS, NetFaultError
 from cachestorm.options import Options, parse_duration
 from cachestorm.services import EmbeddedServices, ServiceError, check_pg, check_redis, check_ws
 
@@ -61,6 +69,7 @@ FAULTS: dict[str, float] = {
     "redis-pause": 6.0,
     "pg-restart": 1.0,
     "notifier-kill": 1.0,
+    **NET_FAULTS,
 }
 #: The embedded child each fault acts on.
 SERVICE = {
@@ -91,13 +100,16 @@ class Schedule:
     fixed: tuple[Fault, ...] = ()
     every_s: float | None = None
 
-    def plan(self, seed: int | None) -> Iterator[Fault]:
-        """The faults in the order they fall due; endless for a random schedule."""
+    def plan(self, seed: int | None, network: bool = False) -> Iterator[Fault]:
+        """The faults in the order they fall due; endless for a random schedule.
+
+        A random schedule draws network faults only with ``network`` (a namespace to fault).
+        """
         if self.every_s is None:
             yield from sorted(self.fixed, key=lambda f: f.at_s)
             return
         rng = random.Random(seed)
-        names = sorted(FAULTS)
+        names = sorted(n for n in FAULTS if network or n not in NET_FAULTS)
         n = 1
         while True:
             name = rng.choice(names)
@@ -133,9 +145,15 @@ def refusal(o: Options) -> str | None:
     if not o.nemesis:
         return None
     try:
-        parse_schedule(o.nemesis)
+        schedule = parse_schedule(o.nemesis)
     except ValueError as e:
         return f"--nemesis is {o.nemesis!r}: {e}."
+    network = any(f.name in NET_FAULTS for f in schedule.fixed) or o.nemesis_netns
+    if network and (problem := netfaults.missing(o.nemesis_netns)):
+        return f"--nemesis {o.nemesis}: {problem}"
+    shaped = any(f.name == "latency" for f in schedule.fixed) or (schedule.every_s and o.nemesis_netns)
+    if shaped and (problem := netfaults.netem_missing(o.nemesis_netns)):
+        return f"--nemesis {o.nemesis}: {problem}"
     if o.redis_url or o.pg_dsn or o.ws_url:
         return (
             "--nemesis faults only the embedded services cachestorm started itself, and service URLs were "
@@ -160,11 +178,13 @@ class Nemesis:
         schedule: Schedule,
         seed: int | None,
         record: Callable[[list[Row]], None],
+        netns: str = "",
     ) -> None:
         self.services = services
         self.schedule = schedule
         self.seed = seed
         self.record = record
+        self.netns = netns
         self.active: Fault | None = None
         self._stopping = Event()
         self._greenlet: Any = None
@@ -188,17 +208,35 @@ class Nemesis:
 
     def _run(self) -> None:
         t0 = time.monotonic()
-        for fault in self.schedule.plan(self.seed):
+        for fault in self.schedule.plan(self.seed, network=bool(self.netns)):
             if self._stopping.wait(max(0.0, t0 + fault.at_s - time.monotonic())):
                 return
             self._apply(fault)
             self._stopping.wait(fault.duration_s)
             self._heal(fault)
 
+    def _addresses(self) -> list[str]:
+        """The services' IPv4 addresses, as the workers are told them."""
+        urls = self.services.urls
+        assert urls is not None
+        hosts = {urlsplit(u).hostname or "" for u in (urls.redis_url, urls.pg_dsn, urls.ws_url)}
+        return sorted({socket.gethostbyname(h) for h in hosts if h})
+
     def _apply(self, fault: Fault) -> None:
         t0 = time.time_ns()
-        service = SERVICE[fault.name]
         self.active = fault
+        if fault.name in NET_FAULTS:
+            try:
+                netfaults.apply(fault.name, self.netns, self._addresses())
+            except (NetFaultError, OSError, subprocess.SubprocessError) as e:
+                # Half applied, perhaps: healed at once, and the row says the fault failed.
+                log.error("cachestorm: nemesis: %s could not be applied: %s", fault.name, e)
+                self.record([(0, NEMESIS, fault.name, "fail", t0, time.time_ns(), None, None, "start", None)])
+                return
+            log.info("cachestorm: nemesis: %s in %s for %gs", fault.name, self.netns, fault.duration_s)
+            self.record([(0, NEMESIS, fault.name, "ok", t0, time.time_ns(), None, None, "start", None)])
+            return
+        service = SERVICE[fault.name]
         if fault.name == "redis-pause":
             self.services.pause(service)
         elif fault.name == "pg-restart":
@@ -212,13 +250,15 @@ class Nemesis:
         t0 = time.time_ns()
         status = "ok"
         try:
-            if fault.name == "redis-pause":
+            if fault.name in NET_FAULTS:
+                netfaults.heal(fault.name, self.netns, self._addresses())
+            elif fault.name == "redis-pause":
                 self.services.resume(SERVICE[fault.name])
                 assert self.services.urls is not None
                 check_redis(self.services.urls.redis_url)
             else:
                 self.services.restart(SERVICE[fault.name])
-        except (ServiceError, OSError) as e:
+        except (ServiceError, NetFaultError, OSError, subprocess.SubprocessError) as e:
             status = "fail"
             log.error("cachestorm: nemesis: %s could not be healed: %s", fault.name, e)
         self.active = None

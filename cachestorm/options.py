@@ -141,6 +141,14 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
     )
     group.add_argument(
+        "--nemesis-netns",
+        env_var="CACHESTORM_NEMESIS_NETNS",
+        default="",
+        help="The network namespace of a worker's host, where --nemesis applies its network faults "
+        "(partition, latency, loss) toward the services, with ip netns exec (root, iptables, tc).",
+        include_in_web_ui=False,
+    )
+    group.add_argument(
         "--payload-bytes",
         env_var="CACHESTORM_PAYLOAD_BYTES",
         type=int,
@@ -421,6 +429,7 @@ class Options:
     history_flush_s: float = FLUSH_INTERVAL_S
     clock_sync: bool = True
     nemesis: str = ""
+    nemesis_netns: str = ""
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
@@ -455,6 +464,7 @@ class Options:
             history_flush_s=float(getattr(parsed, "history_flush_s", FLUSH_INTERVAL_S)),
             clock_sync=getattr(parsed, "clock_sync", "on") != "off",
             nemesis=getattr(parsed, "nemesis", "") or "",
+            nemesis_netns=getattr(parsed, "nemesis_netns", "") or "",
         )
 
     def schedule(self) -> Schedule | None:

@@ -20,6 +20,7 @@ import pytest
 from analysis import load_history
 from analysis.report import fault_windows
 from cachestorm.nemesis import FAULTS, Fault, parse_schedule
+from cachestorm.netfaults import NET_FAULTS
 from cachestorm.services import ServiceURLs
 from tests.conftest import run_analysis, run_locust
 
@@ -48,6 +49,15 @@ def test_a_random_schedule_is_replayed_by_its_seed() -> None:
     assert [f.at_s for f in first(7)] == [8.0 * n for n in range(1, 13)]
     assert {f.name for f in first(7)} <= set(FAULTS)
     assert first(7) != first(8)
+
+
+def test_a_random_schedule_draws_network_faults_only_when_it_has_a_namespace() -> None:
+    def names(network: bool) -> set[str]:
+        plan = parse_schedule("random:1s").plan(3, network=network)
+        return {next(plan).name for _ in range(200)}
+
+    assert names(False) == set(FAULTS) - set(NET_FAULTS)
+    assert names(True) == set(FAULTS)
 
 
 @pytest.mark.parametrize("spec", ["redis-explode@1s", "redis-kill", "redis-kill@soon", "random:0s", ""])
@@ -114,7 +124,7 @@ def faulted_run(results: Path, fault: str, strategy: str) -> dict[str, Any]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("fault", sorted(set(FAULTS) - set(NET_FAULTS)))
 def test_the_fault_matrix(fault: str, tmp_path: Path) -> None:
     safe = faulted_run(tmp_path, fault, "versioned")
     # The fault happened and was healed, and it is in the history.
