@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,6 +49,21 @@ def fresh(services: ServiceURLs) -> Iterator[ServiceURLs]:
     r.flushdb()
     r.close()
     yield services
+
+
+@pytest.fixture(autouse=True)
+def own_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's Locust masters listen on a port of their own (Locust reads LOCUST_* variables).
+
+    On Locust's default port, a forked worker left over from an earlier test (a SIGKILLed master's
+    workers wait 60 s for a heartbeat before they quit) joins the next test's master and its rows
+    land in that run; an explicit --master-port or --master-bind-port still wins.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    monkeypatch.setenv("LOCUST_MASTER_BIND_PORT", port)
+    monkeypatch.setenv("LOCUST_MASTER_NODE_PORT", port)
 
 
 def run_locust(
