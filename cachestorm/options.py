@@ -357,6 +357,17 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
     )
     group.add_argument(
+        "--check-services",
+        env_var="CACHESTORM_CHECK_SERVICES",
+        choices=("on", "off"),
+        default="on",
+        help="on: at each run start the master writes a run marker into its Redis and PostgreSQL "
+        "and every worker reads it back through its own URLs, and stops the run if they lead "
+        "elsewhere (docs/services.md). off: no marker, no check (only to measure what the check "
+        "costs: a worker on the wrong services then goes unnoticed).",
+        include_in_web_ui=False,
+    )
+    group.add_argument(
         "--history-flush-s",
         env_var="CACHESTORM_HISTORY_FLUSH_S",
         type=float,
@@ -421,6 +432,7 @@ class Options:
     history_flush_s: float = FLUSH_INTERVAL_S
     clock_sync: bool = True
     nemesis: str = ""
+    check_services: bool = True
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
@@ -455,6 +467,7 @@ class Options:
             history_flush_s=float(getattr(parsed, "history_flush_s", FLUSH_INTERVAL_S)),
             clock_sync=getattr(parsed, "clock_sync", "on") != "off",
             nemesis=getattr(parsed, "nemesis", "") or "",
+            check_services=getattr(parsed, "check_services", "on") != "off",
         )
 
     def schedule(self) -> Schedule | None:
