@@ -69,13 +69,18 @@ def locust(urls: ServiceURLs, a: argparse.Namespace, checks: str, results: Path)
     argv += ["--keys", str(a.keys), "--history", "on", "--results-dir", str(results)]
     argv += ["--clock-sync", checks, "--check-services", checks, "--json-file", str(stats)]
     argv += ["--redis-url", urls.redis_url, "--pg-dsn", urls.pg_dsn, "--ws-url", urls.ws_url]
-    out = subprocess.run(
-        argv, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=a.seconds + 90, check=False
-    )
-    if out.returncode != 0:
-        sys.exit(
-            f"check_cost: locust (checks {checks}) failed with exit {out.returncode}:\n{out.stderr[-2000:]}"
-        )
+    log = results / f"locust-{checks}.log"
+    # To a file, not a pipe: the forked workers hold a pipe open after their master has exited.
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        try:
+            code = proc.wait(timeout=a.seconds + 90)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(timeout=30)
+            code = -1
+    if code != 0:
+        sys.exit(f"check_cost: locust (checks {checks}) failed with exit {code}:\n{log.read_text()[-3000:]}")
     entries = json.loads(stats.with_suffix(".json").read_text())
     get = next(e for e in entries if e["method"] == "REDIS" and e["name"] == "get")
     return float(get["num_requests"] / (get["last_request_timestamp"] - get["start_time"]))

@@ -118,6 +118,9 @@ def one_run(h: netns.Hosts, a: argparse.Namespace, tmp: Path, run_id: str) -> di
         "read_hit_p95_us": latency["read_hit"]["p95"],
         "clocks": clocks,
         "verdict": summary.get("verdict"),
+        "failed_checks": sorted(
+            n for n, c in summary["checks"].items() if isinstance(c, dict) and c.get("outcome") == "fail"
+        ),
         "analysis_exit": analysis.returncode,
         "analysis_said": analysis.stderr.strip().splitlines()[-3:] if analysis.returncode else [],
     }
@@ -153,7 +156,8 @@ def main() -> None:
             )
             print(
                 f"round {i + 1} ({time.monotonic() - started:.0f} s): {row['ops_per_s']:.0f} ops/s, "
-                f"read_hit p95 {row['read_hit_p95_us']} us, verdict {row['verdict']} "
+                f"read_hit p95 {row['read_hit_p95_us']} us, "
+                f"verdict {row['verdict']} {row['failed_checks'] or ''} "
                 f"(analysis exit {row['analysis_exit']}); {clocks}",
                 flush=True,
             )
