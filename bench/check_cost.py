@@ -19,8 +19,10 @@ checks-on / checks-off. Rounds, rotation and medians as in bench/run.py, for the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,7 +66,8 @@ def locust(urls: ServiceURLs, a: argparse.Namespace, checks: str, results: Path)
         "--headless",
         "--only-summary",
     ]
-    argv += ["--processes", str(a.processes), "--master-bind-port", MASTER_PORT]
+    # Both: the forked workers dial --master-port, which is 5557 unless given.
+    argv += ["--processes", str(a.processes), "--master-bind-port", MASTER_PORT, "--master-port", MASTER_PORT]
     argv += ["-u", str(a.concurrency), "-r", str(a.concurrency * 10), "-t", f"{a.seconds}s"]
     argv += ["--keys", str(a.keys), "--history", "on", "--results-dir", str(results)]
     argv += ["--clock-sync", checks, "--check-services", checks, "--json-file", str(stats)]
@@ -72,13 +75,18 @@ def locust(urls: ServiceURLs, a: argparse.Namespace, checks: str, results: Path)
     log = results / f"locust-{checks}.log"
     # To a file, not a pipe: the forked workers hold a pipe open after their master has exited.
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        # A session of its own, so that the forked workers go with their master whatever happens.
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
+        )
         try:
             code = proc.wait(timeout=a.seconds + 90)
         except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(timeout=30)
             code = -1
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     if code != 0:
         sys.exit(f"check_cost: locust (checks {checks}) failed with exit {code}:\n{log.read_text()[-3000:]}")
     entries = json.loads(stats.with_suffix(".json").read_text())
