@@ -6,7 +6,7 @@ Traffic stays inside these namespaces. Everything made is removed on the way out
 deleting a namespace takes its veth ends with it.
 
 This is the harness of tests/test_multihost.py, factored to be importable; that test keeps its own
-copy so that the two can change apart (see docs/performance.md).
+copy so that the two can change apart; the figures are in docs/performance.md.
 """
 
 from __future__ import annotations
