@@ -365,6 +365,17 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
     )
     group.add_argument(
+        "--check-services",
+        env_var="CACHESTORM_CHECK_SERVICES",
+        choices=("on", "off"),
+        default="on",
+        help="on: at each run start the master writes a run marker into its Redis and PostgreSQL "
+        "and every worker reads it back through its own URLs, and stops the run if they lead "
+        "elsewhere (docs/services.md). off: no marker, no check (only to measure what the check "
+        "costs: a worker on the wrong services then goes unnoticed).",
+        include_in_web_ui=False,
+    )
+    group.add_argument(
         "--history-flush-s",
         env_var="CACHESTORM_HISTORY_FLUSH_S",
         type=float,
@@ -430,6 +441,7 @@ class Options:
     clock_sync: bool = True
     nemesis: str = ""
     nemesis_netns: str = ""
+    check_services: bool = True
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
@@ -465,6 +477,7 @@ class Options:
             clock_sync=getattr(parsed, "clock_sync", "on") != "off",
             nemesis=getattr(parsed, "nemesis", "") or "",
             nemesis_netns=getattr(parsed, "nemesis_netns", "") or "",
+            check_services=getattr(parsed, "check_services", "on") != "off",
         )
 
     def schedule(self) -> Schedule | None:

@@ -73,6 +73,9 @@ class Session:
         parsed.run_marker = ""
         if urls is None or not isinstance(self.environment.runner, MasterRunner):
             return
+        # The workers check only a marker they were sent, so none sent is no check anywhere.
+        if getattr(parsed, "check_services", "on") == "off":
+            return
         run_marker = marker.new(parsed.run_id)
         try:
             marker.write(urls[0], urls[1], run_marker)
