@@ -208,8 +208,9 @@ def test_the_network_fault_matrix(fault: str, hosts: Hosts, tmp_path: Path) -> N
         assert safe["checks"][name]["outcome"] == "pass", (name, safe["checks"][name].get("examples"))
     assert safe["exit_code"] in (0, 3)
     assert safe["rows"] > 1000
-    # The fault struck, else the matrix would judge a healthy run: the faulted worker waited. The other worker is not held to a limit: under the
-    # versioned strategy its readers wait for leases the faulted worker's readers took and cannot fill.
+    # The fault struck, else the matrix would judge a healthy run: the faulted worker waited. The
+    # other worker is held to no limit: under the versioned strategy its readers wait for leases
+    # that the faulted worker's readers took and cannot fill.
     assert len(safe["p99_ms"]) == 2 and safe["p99_ms"][1] >= 300, safe["p99_ms"]
 
     unsafe = faulted_run(hosts, tmp_path, fault, "cache-aside")
