@@ -8,14 +8,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
+from playwright.sync_api import sync_playwright
 
 from cachestorm import schema
 from cachestorm.clients import InstrumentedRedis
 from cachestorm.services import EmbeddedServices, ServiceURLs
+from tests.browser import CHROMIUM_ARGS, chromium_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +93,27 @@ def run_analysis(results: Path, *extra: str) -> subprocess.CompletedProcess[str]
         timeout=300,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Debian chromium, driven by Playwright, for the session's browser tests."""
+    path = chromium_path()
+    if path is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it as root)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh 1400x1000 page in a context of its own (no cookies or storage from other tests)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
