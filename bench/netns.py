@@ -5,8 +5,8 @@ in a hub namespace; extra addresses on a role (the master's services) are given 
 Traffic stays inside these namespaces. Everything made is removed on the way out, also on failure:
 deleting a namespace takes its veth ends with it.
 
-This is the harness of tests/test_multihost.py, factored to be importable; that test keeps its own
-copy so that the two can change apart; the figures are in docs/performance.md.
+The benchmarks (bench/multihost.py) and the tests (tests/netns.py, which adds the tests' conventions
+on top) share this harness; the figures are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 
 def ip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +51,8 @@ class Hosts:
 
     names: dict[str, str]
     cwd: Path
+    #: The first three octets of every address made, e.g. ``10.79.0``.
+    subnet: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -81,6 +83,9 @@ class Hosts:
             out.close()
 
 
+H = TypeVar("H", bound=Hosts)
+
+
 @contextmanager
 def hosts(
     prefix: str,
@@ -88,13 +93,15 @@ def hosts(
     nodes: Mapping[str, int],
     cwd: Path,
     extra_addresses: Mapping[str, Sequence[str]] | None = None,
-) -> Iterator[Hosts]:
+    kind: type[H] = Hosts,  # type: ignore[assignment]
+) -> Iterator[H]:
     """Namespaces ``<prefix>-<role>`` for ``nodes`` (role to last octet on ``subnet``, e.g.
-    ``10.79.0``), plus ``<prefix>-hub`` with the bridge. ``extra_addresses``: more addresses per role."""
+    ``10.79.0``), plus ``<prefix>-hub`` with the bridge. ``extra_addresses``: more addresses per role.
+    ``kind``: a subclass of :class:`Hosts` to hand back, for callers with helpers of their own."""
     hub = f"{prefix}-hub"
     names = {role: f"{prefix}-{role}" for role in nodes}
     made: list[str] = []
-    h = Hosts(names, cwd)
+    h = kind(names, cwd, subnet)
     try:
         must("netns", "add", hub)
         made.append(hub)
@@ -116,4 +123,4 @@ def hosts(
     finally:
         h.stop()
         for ns in reversed(made):
-            ip("netns", "del", ns)
+            ip("netns", "del", ns)  # takes its veth ends, iptables rules and qdiscs with it

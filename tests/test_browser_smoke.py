@@ -1,4 +1,4 @@
-"""The browser fixture itself: Debian's chromium renders a page the test wrote, and a screenshot of it is kept."""
+"""The browser fixture itself: Debian's chromium renders a local page, and its screenshot is kept."""
 
 from __future__ import annotations
 
