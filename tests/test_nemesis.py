@@ -10,22 +10,20 @@ since failing operations is what a fault does. docs/reliability.md holds the fig
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from analysis import load_history
 from analysis.report import fault_windows
 from cachestorm.nemesis import FAULTS, Fault, parse_schedule
 from cachestorm.netfaults import NET_FAULTS
 from cachestorm.services import ServiceURLs
-from tests.conftest import run_analysis, run_locust
+from tests.conftest import run_locust
+from tests.faults import COHERENCE, judged, print_figures
 
 CONTENTION = "tests/locustfiles/contention.py"
-COHERENCE = ("stale_read", "future_read", "monotonic_read", "divergence")
 # When each fault strikes: after the warm-up, and healed well inside the 10 s hold.
 AT = {"redis-kill": "3s", "redis-pause": "2s:6s", "pg-restart": "3s", "notifier-kill": "3s"}
 
@@ -99,27 +97,8 @@ def faulted_run(results: Path, fault: str, strategy: str) -> dict[str, Any]:
     # Failed requests are what a fault makes: Locust's own exit code is not the judge here.
     out = run_locust([*args.split(), "--results-dir", str(results), "--run-id", run_id], timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    verdict = run_analysis(results / run_id, "--thresholds", "none")
-    summary: dict[str, Any] = json.loads((results / run_id / "summary.json").read_text())
-    summary["exit_code"] = verdict.returncode
-    history = load_history(results / run_id)
-    faults = history.loc[history["f"] == "nemesis"]
-    summary["fault_rows"] = sorted(zip(faults["key"], faults["source"], faults["status"], strict=True))
-    summary["rows"] = len(history)
-    summary["info"] = int((history["status"] == "info").sum())
-    summary["violations"] = {c: summary["checks"][c]["violations"] for c in COHERENCE}
-    print(  # the figures of docs/reliability.md (-s shows them)
-        json.dumps(
-            {
-                "run": run_id,
-                "rows": summary["rows"],
-                "info": summary["info"],
-                "violations": summary["violations"],
-                "ws_delivery": summary["checks"]["ws_delivery"]["outcome"],
-                "verdict": summary["verdict"],
-            }
-        )
-    )
+    summary, _ = judged(results / run_id)
+    print_figures(run_id, summary)
     return summary
 
 

@@ -11,7 +11,6 @@ and a fill delay the stale-set race must still be found. docs/reliability.md hol
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,18 +21,17 @@ from typing import Any
 
 import pytest
 
-from analysis import load_history
 from cachestorm import netfaults
 from cachestorm.netfaults import NET_FAULTS
 from tests import netns
-from tests.conftest import run_analysis, run_locust
+from tests.conftest import run_locust
+from tests.faults import COHERENCE, judged, print_figures
 from tests.netns import Hosts, finished, netns_missing, wait_for
 
 SUBNET = "10.78.0"
 NODES = {"m": 2, "w1": 3, "w2": 4}
 MASTER_PORT = "15581"
 PROBE_PORT = 15582
-COHERENCE = ("stale_read", "future_read", "monotonic_read", "divergence")
 
 
 @pytest.fixture
@@ -166,34 +164,15 @@ def faulted_run(h: Hosts, tmp_path: Path, fault: str, strategy: str) -> dict[str
         finished(w, 30, log)
     assert code == 0, log.read_text()[-3000:]
     assert netfaults.active(h.names["w1"]) == []  # healed before the final sweep, and gone
-    verdict = run_analysis(results / run_id, "--thresholds", "none")
-    summary: dict[str, Any] = json.loads((results / run_id / "summary.json").read_text())
-    summary["exit_code"] = verdict.returncode
-    history = load_history(results / run_id)
+    summary, history = judged(results / run_id)
     faults = history.loc[history["f"] == "nemesis"]
-    summary["fault_rows"] = sorted(zip(faults["key"], faults["source"], faults["status"], strict=True))
-    summary["rows"] = len(history)
-    summary["info"] = int((history["status"] == "info").sum())
-    summary["violations"] = {c: summary["checks"][c]["violations"] for c in COHERENCE}
     # Each worker's p99 latency (ms) of the operations started while the fault was on.
     t0, t1 = faults["t_invoke"].min(), faults["t_complete"].max()
     during = history.loc[history["t_invoke"].between(t0, t1) & ~history["f"].isin(["nemesis"])]
     during = during.loc[during["node"] != "master"]
     lat_ms = (during["t_complete"] - during["t_invoke"]) / 1e6
     summary["p99_ms"] = sorted(lat_ms.groupby(during["node"], observed=True).quantile(0.99).round().tolist())
-    print(  # the figures of docs/reliability.md (-s shows them)
-        json.dumps(
-            {
-                "run": run_id,
-                "rows": summary["rows"],
-                "info": summary["info"],
-                "violations": summary["violations"],
-                "p99_ms": summary["p99_ms"],
-                "ws_delivery": summary["checks"]["ws_delivery"]["outcome"],
-                "verdict": summary["verdict"],
-            }
-        )
-    )
+    print_figures(run_id, summary, p99_ms=summary["p99_ms"])
     return summary
 
 
