@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from cachestorm import embedded, locust_fixes, messages, nemesis, secrecy, signals, target_loader
+from cachestorm import embedded, locust_fixes, messages, nemesis, procutil, secrecy, signals, target_loader
 from cachestorm.coordinator import Coordinator
 from cachestorm.embedded import fatal
 from cachestorm.history import Recorder
@@ -43,6 +43,10 @@ from cachestorm.options import Options
 from cachestorm.session import RunRule, Session
 
 GRACEFUL_STOP_S = 10.0
+
+# Locust forks the --processes workers after loading the locustfile (which imports this module) and
+# before the init event: import time is the only moment early enough.
+procutil.forked_children_die_with_parent()
 
 
 def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Session:

@@ -80,6 +80,34 @@ def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     return preexec
 
 
+_forked_from: list[int] = []
+
+
+def _note_parent() -> None:
+    _forked_from[:] = [os.getpid()]
+
+
+def _follow_parent() -> None:
+    if _libc is None or not _forked_from:
+        return
+    _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != _forked_from[0]:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def forked_children_die_with_parent() -> None:
+    """Every child this process forks from now on gets SIGTERM when its parent dies.
+
+    Locust's ``--processes`` forks its workers after loading the locustfile and before the ``init``
+    event, so this must be called at import time. Without it, a SIGKILLed master's forked
+    workers run on until Locust's heartbeat timeout (60 s), holding their ports and load. Children
+    started through ``subprocess`` with :func:`die_with_parent` set their own signal after this.
+    """
+    if not _forked_from and hasattr(os, "register_at_fork"):
+        _note_parent()
+        os.register_at_fork(before=_note_parent, after_in_child=_follow_parent)
+
+
 def wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[subprocess.Popen[bytes]]:
     """Wait up to ``timeout`` seconds for all ``procs`` to exit; return those still running."""
     deadline = time.monotonic() + timeout

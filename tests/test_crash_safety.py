@@ -349,3 +349,25 @@ def test_a_lost_worker_is_named_and_the_run_ends_without_waiting_for_it(tmp_path
         f"{(t_kill - lost['last_row_ns']) / S:.2f} s before the kill; "
         f"exit {(t_exit - hold_end_ns) / S:.1f} s after the hold ended"
     )
+
+
+@pytest.mark.integration
+def test_forked_workers_do_not_outlive_a_sigkilled_master(tmp_path: Path) -> None:
+    """Locust's own guard is its 60 s heartbeat timeout: a worker that outlived the kill by more
+    than a few seconds would be what this test exists to catch."""
+    log = tmp_path / "locust.log"
+    args = f"-f {CONTENTION} --headless --only-summary --processes 2 --ramp-users 10 --ramp-time 0"
+    args += " --hold-time 120 --keys 50 --listeners 1 --run-id orphans"
+    with locust(args, tmp_path, log) as proc:
+        wait_for(lambda: "run orphans started" in log.read_text(), 90, "the run to start")
+        master = psutil.Process(proc.pid)
+        workers = worker_processes(master)
+        assert len(workers) == 2, workers
+        assert all(w.status() != psutil.STATUS_ZOMBIE for w in workers)
+        t_kill = time.monotonic()
+        master.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(workers, timeout=15)
+        waited = time.monotonic() - t_kill
+    assert alive == [], f"forked workers alive {waited:.1f} s after the master's SIGKILL: {alive}"
+    print(f"both forked workers gone {waited:.2f} s after the master's SIGKILL")
