@@ -138,7 +138,7 @@ def assert_figures_labelled(page: Any, expected: int) -> None:
     for image in images:
         assert image["done"] and image["w"] > 200, image["alt"]
         png = Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
-        panels = json.loads(png.text["Description"])
+        panels = json.loads(png.info["Description"])
         assert panels, image["alt"]
         for panel in panels:
             assert panel["title"] and panel["x"] and panel["y"], (image["alt"], panel)
