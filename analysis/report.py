@@ -67,7 +67,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bo
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.PASS{color:#176f2c;font-weight:600}.FAIL{color:#b00020;font-weight:700}.SKIP{color:#777}
+.PASS{color:#176f2c;font-weight:600}.FAIL{color:#b00020;font-weight:700}
 .banner{padding:.6em 1em;border-radius:4px;font-weight:700;display:inline-block}
 .banner.PASS{background:#e3f4e6}.banner.FAIL{background:#fde5e8}.banner.UNKNOWN{background:#fff4d6}
 .UNKNOWN{color:#9a6700;font-weight:700}.NA{color:#777}
