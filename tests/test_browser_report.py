@@ -56,6 +56,8 @@ def analysed(run_dir: Path, copy: str, thresholds: str, expected_exit: int) -> P
     limits.write_text(thresholds)
     out = run_analysis(target, "--thresholds", str(limits))
     assert out.returncode == expected_exit, out.stdout[-3000:] + out.stderr[-2000:]
+    # The console report follows the same rules as the page: no figure in scientific notation.
+    assert "LATENCY" in out.stdout and not SCIENTIFIC.search(out.stdout), out.stdout
     return target
 
 
