@@ -5,11 +5,12 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from analysis import display
 from analysis.open_model import NAME as OPEN_MODEL
 from analysis.ops import CONTENTION_LATENCY_OPS, LATENCY_GROUPS, SCHEDULED_GROUPS
 from analysis.registry import CHECKS
 from analysis.tiers_view import console_lines as tier_lines
-from analysis.verdict import FAIL, PASS, CheckResult, ThresholdResult, Verdict
+from analysis.verdict import CHECK, PASS, CheckResult, ThresholdResult, Verdict
 
 WIDTH = 100
 
@@ -18,11 +19,7 @@ KEY_FIGURES: dict[str, tuple[str, ...]] = {c.name: c.console for c in CHECKS}
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
+    return display.number(value)
 
 
 def _figures_text(result: CheckResult) -> str:
@@ -33,7 +30,7 @@ def _figures_text(result: CheckResult) -> str:
     names = KEY_FIGURES.get(result.name) or tuple(
         k for k, v in result.figures.items() if isinstance(v, int | float)
     )
-    return " ".join(f"{k}={_fmt(result.figures.get(k))}" for k in names if k in result.figures)
+    return " ".join(display.pair(k, result.figures.get(k)) for k in names if k in result.figures)
 
 
 def _check_table(verdict: Verdict) -> list[str]:
@@ -41,7 +38,10 @@ def _check_table(verdict: Verdict) -> list[str]:
     head = f"{'CHECK':<{name_w}}  {'RESULT':<7}  {'VIOL':>6}  "
     lines = [head + "FIGURES", "-" * WIDTH]
     wrap_w = WIDTH - len(head)
-    for result in verdict.checks:
+    for row in verdict.rows():
+        result = row.result
+        if row.kind != CHECK or not isinstance(result, CheckResult):
+            continue
         prefix = f"{result.name:<{name_w}}  {result.status:<7}  {result.violations:>6}  "
         parts = textwrap.wrap(_figures_text(result), wrap_w) or [""]
         lines.append(prefix + parts[0])
@@ -57,7 +57,7 @@ def _latency_table(verdict: Verdict) -> list[str]:
     if not groups:
         return []
     columns = ("count", "p50", "p95", "p99", "p99_9", "max")
-    header = f"{'LATENCY (us)':<14}" + "".join(f"{c.replace('_', '.'):>12}" for c in columns)
+    header = f"{'LATENCY':<14}" + "".join(f"{c.replace('_', '.'):>12}" for c in columns)
     lines = [header, "-" * len(header)]
     for group in LATENCY_GROUPS:
         stats = groups.get(group)
@@ -81,7 +81,7 @@ def _open_model_table(verdict: Verdict) -> list[str]:
     if check.skipped:
         return []
     columns = ("p50", "p90", "p99", "p99_9", "max")
-    header = f"{'OPEN-MODEL LATENCY (us)':<36}{'count':>9}" + "".join(
+    header = f"{'OPEN-MODEL LATENCY':<36}{'count':>9}" + "".join(
         f"{c.replace('_', '.'):>11}" for c in columns
     )
     lines = [header, "-" * len(header)]
@@ -101,14 +101,19 @@ def _open_model_table(verdict: Verdict) -> list[str]:
         late.append(f"{group} {ratio * 100:.2f}%")
     lines.append("started more than 1 ms late: " + ", ".join(late))
     lines.append(
-        f"scheduled {_fmt(check.figures.get('scheduled_per_s'))} ops/s, "
-        f"achieved {_fmt(check.figures.get('achieved_per_s'))} ops/s"
+        f"scheduled {_rate(check.figures.get('scheduled_per_s'))} ops/s, "
+        f"achieved {_rate(check.figures.get('achieved_per_s'))} ops/s"
     )
     return lines
 
 
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
 def _num(value: Any) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    """A latency figure of the checks, in microseconds."""
+    return display.duration_us(value)
 
 
 def _locust_table(locust: dict[str, Any] | None) -> list[str]:
@@ -117,14 +122,15 @@ def _locust_table(locust: dict[str, Any] | None) -> list[str]:
     stats = locust.get("stats") or []
     lines = []
     if stats:
-        header = f"{'LOCUST (ms)':<40}{'requests':>10}{'failures':>10}{'p50':>9}{'p95':>9}{'p99':>9}"
+        header = f"{'LOCUST':<40}{'requests':>10}{'failures':>10}{'p50':>10}{'p95':>10}{'p99':>10}"
         lines += [header, "-" * len(header)]
         for row in stats:
             label = " ".join(p for p in (row.get("type"), row.get("name")) if p)[:39]
             pct = row.get("percentiles_ms") or {}
             lines.append(
                 f"{label:<40}{_fmt(row.get('requests')):>10}{_fmt(row.get('failures')):>10}"
-                f"{_fmt(pct.get('50%')):>9}{_fmt(pct.get('95%')):>9}{_fmt(pct.get('99%')):>9}"
+                f"{display.duration_ms(pct.get('50%')):>10}{display.duration_ms(pct.get('95%')):>10}"
+                f"{display.duration_ms(pct.get('99%')):>10}"
             )
     failures = locust.get("failures") or []
     if failures:
@@ -185,8 +191,7 @@ def render(verdict: Verdict) -> str:
 
 def verdict_line(verdict: Verdict) -> str:
     """``VERDICT: PASS``, ``VERDICT: FAIL (the failed)`` or ``VERDICT: UNKNOWN (the unknown)``."""
-    outcome = verdict.outcome
+    outcome, rows = verdict.headline()
     if outcome == PASS:
         return "VERDICT: PASS"
-    names = verdict.failed if outcome == FAIL else verdict.unknown
-    return f"VERDICT: {outcome.upper()} ({', '.join(names)})"
+    return f"VERDICT: {outcome.upper()} ({', '.join(r.name for r in rows)})"

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -24,16 +25,28 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogFormatter, NullLocator
 
-from analysis import open_model
+from analysis import display, open_model
 from analysis.kernels import _is, first_missed_writes, group_labels, stale_flags, stampede_epochs
 from analysis.load import normalise
 from analysis.nines import WINDOWS_NS
 from analysis.ops import NS_PER_MS, NS_PER_S, NS_PER_US, READ_GROUPS
 from analysis.registry import CHECKS
 from analysis.tiers_view import report_section as section_tiers
-from analysis.verdict import FAIL, UNKNOWN, Verdict, write_text_atomic
+from analysis.verdict import (
+    CHECK,
+    FAIL,
+    THRESHOLD,
+    UNKNOWN,
+    CheckResult,
+    ThresholdResult,
+    Verdict,
+    VerdictRow,
+    write_text_atomic,
+)
 
+US_PER_MS = NS_PER_MS / NS_PER_US
 REPORT_FILE = "report.html"
 LOCUST_HISTORY = "locust_stats_history.csv"
 #: Rows that are bookkeeping of the run rather than load: left out of the throughput plot.
@@ -54,13 +67,14 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bo
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.PASS{color:#176f2c;font-weight:600}.FAIL{color:#b00020;font-weight:700}.SKIP{color:#777}
+.PASS{color:#176f2c;font-weight:600}.FAIL{color:#b00020;font-weight:700}
 .banner{padding:.6em 1em;border-radius:4px;font-weight:700;display:inline-block}
 .banner.PASS{background:#e3f4e6}.banner.FAIL{background:#fde5e8}.banner.UNKNOWN{background:#fff4d6}
 .UNKNOWN{color:#9a6700;font-weight:700}.NA{color:#777}
 .caption{color:#555;font-size:.9em;margin:.2em 0 1em}.nodata{color:#777;font-style:italic}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
 img{max-width:100%;height:auto;display:block}.examples{font-size:.8em}
+.examples td.num{white-space:nowrap}tr.row-FAIL td{background:#fdeef0}tr.row-UNKNOWN td{background:#fff8e6}
 """
 
 
@@ -73,47 +87,50 @@ def _e(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
-    """A figure for a table cell."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), default=str)
-    return str(value)
+    """A figure for a table cell that is no duration (durations go through :mod:`analysis.display`)."""
+    return display.number(value)
 
 
-def _table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
+class _Raw:
+    """Already-escaped HTML for a table cell; ``num`` right-aligns it as a figure."""
+
+    def __init__(self, text: str, num: bool = False) -> None:
+        self.text = text
+        self.num = num
+
+
+def _num(text: str) -> _Raw:
+    """A figure already formatted (a duration with its unit), right-aligned."""
+    return _Raw(_e(text), num=True)
+
+
+def _table(
+    header: list[str], rows: list[list[Any]], cls: str = "", row_attrs: list[str] | None = None
+) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
-    for row in rows:
+    for i, row in enumerate(rows):
         cells = []
         for cell in row:
             if isinstance(cell, _Raw):
-                cells.append(f"<td>{cell.text}</td>")
+                cells.append(f'<td class="num">{cell.text}</td>' if cell.num else f"<td>{cell.text}</td>")
             elif isinstance(cell, int | float) and not isinstance(cell, bool):
                 cells.append(f'<td class="num">{_e(_fmt(cell))}</td>')
             else:
                 cells.append(f"<td>{_e(_fmt(cell))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        attrs = f" {row_attrs[i]}" if row_attrs else ""
+        body.append(f"<tr{attrs}>" + "".join(cells) + "</tr>")
     klass = f' class="{cls}"' if cls else ""
     return f"<table{klass}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-class _Raw:
-    """Already-escaped HTML for a table cell."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
 def _status(status: str) -> _Raw:
+    return _Raw(f'<span class="{_status_class(status)}">{_e(status)}</span>')
+
+
+def _status_class(status: str) -> str:
     # "N/A" is no CSS class name.
-    return _Raw(f'<span class="{_e(status.replace("/", ""))}">{_e(status)}</span>')
+    return _e(status.replace("/", ""))
 
 
 def _nodata(what: str) -> str:
@@ -124,6 +141,46 @@ def _caption(text: str) -> str:
     return f'<p class="caption">{_e(text)}</p>'
 
 
+class _DurationTicks(LogFormatter):
+    """Log-axis tick labels as durations (``100 µs``, ``1 ms``), not ``10^2``."""
+
+    def __init__(self, us_per_unit: float) -> None:
+        super().__init__(labelOnlyBase=False)
+        self.us_per_unit = us_per_unit
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return display.duration_us(x * self.us_per_unit)
+
+
+def _duration_axis(axis: Any, us_per_unit: float = 1.0) -> None:
+    """Label ``axis`` (an ``ax.xaxis`` or ``ax.yaxis``) with durations in µs or ms.
+
+    ``us_per_unit`` is how many microseconds one unit of the plotted data is (1000 for data in ms).
+    """
+    if axis.get_scale() == "log":
+        axis.set_major_formatter(_DurationTicks(us_per_unit))
+        axis.set_minor_formatter(_DurationTicks(us_per_unit))
+    else:
+        axis.set_major_formatter(FuncFormatter(lambda x, _pos: display.duration_us(x * us_per_unit)))
+
+
+def axes_labels(fig: Figure) -> list[dict[str, str]]:
+    """Each visible axes' title, x label and y label, as a reader of the figure finds them.
+
+    An axes sharing x with a labelled one (the panels of a grid, a twin) takes its x label; a twin
+    drawn in the same place takes its title.
+    """
+    out = []
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in visible:
+        siblings = [s for s in ax.get_shared_x_axes().get_siblings(ax) if s is not ax and s.get_visible()]
+        xlabel = ax.get_xlabel() or next((s.get_xlabel() for s in siblings if s.get_xlabel()), "")
+        same_place = [s for s in siblings if s.get_position().bounds == ax.get_position().bounds]
+        title = ax.get_title() or next((s.get_title() for s in same_place if s.get_title()), "")
+        out.append({"title": title, "x": xlabel, "y": ax.get_ylabel()})
+    return out
+
+
 def _figure(
     draw: Callable[[Figure], None],
     height: float = 3.2,
@@ -132,14 +189,20 @@ def _figure(
 ) -> str:
     """Draw on a fresh Agg figure and return it as an ``<img>`` with a base64 PNG ``data:`` URL.
 
-    ``layout=None`` leaves spacing to ``draw`` (constrained layout is slow on grids of many axes).
+    The ``alt`` text names every panel with its axes, and the PNG carries the same as metadata
+    (``Title``; ``Description``, the JSON of :func:`axes_labels`), so a reader without the image,
+    and a test, can see what each axis counts. ``layout=None`` leaves spacing to ``draw``
+    (constrained layout is slow on grids of many axes).
     """
     fig = Figure(figsize=(10, height), dpi=100, layout=layout)
     draw(fig)
+    labels = axes_labels(fig)
+    panels = "; ".join(f"{a['title']} (x: {a['x']}; y: {a['y']})" for a in labels)
+    text = f"{alt}: {panels}"
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata={"Title": alt, "Description": json.dumps(labels)})
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{_e(text)}" src="data:image/png;base64,{data}">'
 
 
 def _seconds(t_ns: np.ndarray, t0: int) -> np.ndarray:
@@ -181,55 +244,159 @@ def _legend(ax: Axes, n: int) -> None:
 # Sections
 
 
-def section_verdict(verdict: Verdict) -> str:
-    """The verdict: every check and threshold with status, key figure and limit; failed examples."""
+def row_id(name: str) -> str:
+    """The HTML id of a verdict row, so the headline can link to the rows it names."""
+    return "row-" + re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+
+
+def _check_figure(check: CheckResult) -> str:
+    """The figure that sums up a check in the verdict table."""
+    if check.skipped or check.unknown:
+        return check.reason or "skipped"
+    if check.name == "latency":
+        hit = check.figures.get("read_hit") or {}
+        return f"read_hit p95 {display.duration_us(hit.get('p95'))}" if hit.get("count") else "see section 3"
+    if check.name == open_model.NAME:
+        timed = [g for g in open_model.GROUPS if (check.figures.get(g) or {}).get("count")]
+        if not timed:
+            return "see section 9"
+        first = check.figures[timed[0]]
+        return (
+            f"{timed[0]} p99 {display.duration_us(first.get('uncorrected_p99_us'))} uncorrected, "
+            f"{display.duration_us(first.get('corrected_p99_us'))} corrected"
+        )
+    names = KEY_FIGURE.get(check.name, ())
+    shown = [display.pair(n, check.figures.get(n)) for n in names if n in check.figures]
+    return ", ".join(shown) or f"violations={check.violations}"
+
+
+def _check_limit(check: CheckResult, judged_by: list[VerdictRow]) -> str:
+    """What the check is held to (HTML): its own limit, and the thresholds on its figures."""
+    limit = "reported only" if check.name in REPORTED_ONLY else "0 violations"
+    if check.name == "stampede" and not check.figures.get("expect_single"):
+        limit = (
+            "reported only (loads counted on read misses: the target's own guard is not judged)"
+            if check.figures.get("loads_from") == "read_misses"
+            else "reported only (guard is not lock)"
+        )
+    # A reported-only check can still fail the run through a threshold: the row says which.
+    if not judged_by:
+        return _e(limit)
+    links = ", ".join(
+        f'<a href="#{row_id(r.name)}">{_e(r.name)}</a> <span class="{_status_class(r.status)}">'
+        f"{_e(r.status)}</span>"
+        for r in judged_by
+    )
+    return f"{_e(limit)}; thresholds on its figures: {links}"
+
+
+def _threshold_figure(t: ThresholdResult) -> str:
+    return (t.reason or "skipped") if t.skipped else t.show(t.figure)
+
+
+def _example_table(check: CheckResult, t0: int) -> str:
+    """The check's worst rows; times as offsets from the run's start and UTC wall times."""
+    columns: list[str] = []
+    for example in check.examples:
+        columns.extend(c for c in example if c not in columns)
+    # A column null in every example (t_intended of a closed-model run) says nothing.
+    columns = [c for c in columns if any(example.get(c) is not None for example in check.examples)]
+    rows: list[list[Any]] = []
+    for example in check.examples:
+        cells: list[Any] = []
+        for c in columns:
+            value = example.get(c)
+            text = display.figure(c, value, t0)
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            cells.append(_num(text) if numeric else _Raw(_e(text)))
+        rows.append(cells)
+    return _table([display.label(c) for c in columns], rows, cls="examples")
+
+
+def section_verdict(verdict: Verdict, t0: int = 0) -> str:
+    """The verdict: its headline, then every check and threshold (status, figure, limit), then the
+    failed checks' worst examples.
+
+    The headline, the tables and the exit code all come from :meth:`Verdict.rows`: the headline
+    names exactly the rows that make the outcome, and links to them.
+    """
     parts = ['<h2 id="verdict">1. Verdict</h2>']
-    status = verdict.outcome.upper()
-    named = ", ".join(verdict.failed if verdict.outcome == FAIL else verdict.unknown)
-    parts.append(f'<p class="banner {status}">{status}{": " + _e(named) if named else ""}</p>')
-    if verdict.outcome == UNKNOWN:
-        # Why it is not a pass: each unknown check and its reason.
+    rows = verdict.rows()
+    outcome, named = verdict.headline()
+    status = outcome.upper()
+    links = ", ".join(f'<a href="#{row_id(r.name)}">{_e(r.name)}</a>' for r in named)
+    parts.append(f'<p class="banner {status}" id="headline">{status}{": " + links if links else ""}</p>')
+    counts = {s: sum(r.status == s for r in rows) for s in ("FAIL", "UNKNOWN", "PASS", "N/A")}
+    tally = ", ".join(f'<span class="{_status_class(s)}">{n} {_e(s)}</span>' for s, n in counts.items())
+    parts.append(f'<p id="tally">{len(rows)} rows below (checks, then thresholds): {tally}.</p>')
+    if outcome == UNKNOWN:
+        # Why it is not a pass: each unknown row and its reason.
         why = "".join(
-            f"<li>{_e(c.name)}: {_e(c.reason or '')}</li>" for c in verdict.checks if c.outcome == UNKNOWN
+            f"<li>{_e(r.name)}: {_e(getattr(r.result, 'reason', None) or '')}</li>"
+            for r in rows
+            if r.status == "UNKNOWN"
         )
         parts.append(f'<ul class="note">{why}</ul>')
     for note in verdict.notes:
         parts.append(f'<p class="note">{_e(note)}</p>')
-    rows: list[list[Any]] = []
-    for check in verdict.checks:
-        if check.skipped or check.unknown:
-            figure: str = check.reason or "skipped"
-        elif check.name == "latency":
-            hit = check.figures.get("read_hit") or {}
-            figure = f"read_hit p95 {_fmt(hit.get('p95'))} us" if hit.get("count") else "see section 3"
-        elif check.name == open_model.NAME:
-            timed = [g for g in open_model.GROUPS if (check.figures.get(g) or {}).get("count")]
-            first = check.figures[timed[0]] if timed else {}
-            figure = (
-                f"{timed[0]} p99 {_fmt(first.get('uncorrected_p99_us'))} us uncorrected, "
-                f"{_fmt(first.get('corrected_p99_us'))} us corrected"
-                if timed
-                else "see section 9"
-            )
-        else:
-            names = KEY_FIGURE.get(check.name, ())
-            shown = [f"{n}={_fmt(check.figures.get(n))}" for n in names if n in check.figures]
-            figure = ", ".join(shown) or f"violations={check.violations}"
-        limit = "reported only" if check.name in REPORTED_ONLY else "0 violations"
-        if check.name == "stampede" and not check.figures.get("expect_single"):
-            limit = "reported only (guard is not lock)"
-        rows.append([check.name, _status(check.status), check.violations, figure, limit])
+
+    def attrs(r: VerdictRow) -> str:
+        covered = f' data-covered-by="{_e(r.covered_by)}"' if r.covered_by else ""
+        return (
+            f'id="{row_id(r.name)}" class="row-{_status_class(r.status)}" data-status="{_e(r.status)}"'
+            f"{covered}"
+        )
+
+    check_rows = [r for r in rows if r.kind == CHECK]
+    threshold_rows = [r for r in rows if r.kind == THRESHOLD]
+    cells: list[list[Any]] = []
+    for r in check_rows:
+        check = r.result
+        assert isinstance(check, CheckResult)
+        judged_by = [
+            t
+            for t in threshold_rows
+            if isinstance(t.result, ThresholdResult)
+            and t.result.check == check.name
+            and not t.name.startswith("threshold:max_violations.")
+        ]
+        cells.append(
+            [
+                check.name,
+                _status(r.status),
+                check.violations,
+                _check_figure(check),
+                _Raw(_check_limit(check, judged_by)),
+            ]
+        )
     parts.append("<h3>Checks</h3>")
-    parts.append(_table(["check", "status", "violations", "key figure", "limit"], rows))
-    if verdict.thresholds:
-        trows: list[list[Any]] = []
-        for t in verdict.thresholds:
-            unit = f" {t.unit}" if t.unit else ""
-            op = ">=" if t.comparison == "min" else "<="
-            figure = (t.reason or "skipped") if t.skipped else f"{_fmt(t.figure)}{unit}"
-            trows.append([t.label, _status(t.status), figure, f"{op} {_fmt(t.limit)}{unit}"])
+    parts.append(
+        _table(
+            ["check", "status", "violations", "key figure", "limit"],
+            cells,
+            cls="verdict-rows",
+            row_attrs=[attrs(r) for r in check_rows],
+        )
+    )
+    if threshold_rows:
+        tcells: list[list[Any]] = []
+        for r in threshold_rows:
+            t = r.result
+            assert isinstance(t, ThresholdResult)
+            also = f" (also named by {r.covered_by})" if r.covered_by else ""
+            tcells.append([t.name, _status(r.status), t.label + also, _threshold_figure(t), t.limit_text()])
+        source = verdict.options.get("thresholds")
         parts.append("<h3>Thresholds</h3>")
-        parts.append(_table(["threshold", "status", "figure", "limit"], trows))
+        if source:
+            parts.append(_caption(f"From {source}."))
+        parts.append(
+            _table(
+                ["threshold", "status", "what", "figure", "limit"],
+                tcells,
+                cls="verdict-rows",
+                row_attrs=[attrs(r) for r in threshold_rows],
+            )
+        )
     else:
         parts.append(_caption("No thresholds were applied."))
     for check in verdict.checks:
@@ -240,11 +407,13 @@ def section_verdict(verdict: Verdict) -> str:
         if not check.examples:
             parts.append(_nodata("the check reported no example rows"))
             continue
-        columns: list[str] = []
-        for example in check.examples:
-            columns.extend(c for c in example if c not in columns)
-        rows = [[example.get(c) for c in columns] for example in check.examples]
-        parts.append(_table(columns, rows, cls="examples"))
+        parts.append(_example_table(check, t0))
+        parts.append(
+            _caption(
+                "Times: offset from the run's start, then the UTC wall time, to the millisecond. "
+                "Durations in µs or ms."
+            )
+        )
     return "\n".join(parts)
 
 
@@ -261,8 +430,36 @@ def _locust_users(results: Path | None) -> pd.DataFrame | None:
     return frame if len(frame) else None
 
 
+#: Rows no Locust user wrote: each fill and each probe is a process of its own (docs/history.md),
+#: and the rest are the run's bookkeeping. Counted as users, they made a 500-user run show ~750.
+NOT_USERS = ("fill", "probe", "sweep", "redis_stat", "nemesis", "tier_event", "initial")
+#: Process 0 is the run itself (the sweep, the final counter reads, the nemesis): no user.
+RUN_PROCESS = 0
+
+
+def users_running(history: pd.DataFrame, t0: int, seconds: np.ndarray) -> np.ndarray:
+    """How many user processes were running at the middle of each second in ``seconds`` since ``t0``.
+
+    A user process runs from its first operation's invoke to its last one's completion; a Locust user
+    is one process between ``info`` operations, and takes its next id only after the info one
+    completed, so no user is counted twice at one instant. Rows of :data:`NOT_USERS`, the run's own
+    process and the ``expire`` markers a StampedeUser stamps at a TTL's end are left out.
+    """
+    f = history["f"]
+    keep = ~f.isin(list(NOT_USERS)) & (history["process"] != RUN_PROCESS)
+    keep &= ~((f == "invalidate") & (history["source"] == "expire"))
+    rows = history.loc[keep, ["process", "t_invoke", "t_complete"]]
+    spans = rows.groupby("process", observed=True).agg(start=("t_invoke", "min"), end=("t_complete", "max"))
+    starts = np.sort(spans["start"].to_numpy(dtype="int64"))
+    ends = np.sort(spans["end"].to_numpy(dtype="int64"))
+    instants = t0 + np.asarray(seconds, dtype="int64") * NS_PER_S + NS_PER_S // 2
+    started = np.searchsorted(starts, instants, side="right")
+    ended = np.searchsorted(ends, instants, side="right")
+    return started - ended
+
+
 def section_throughput(history: pd.DataFrame | None, t0: int, results: Path | None) -> str:
-    """Ops per second per operation, and users (Locust's count, or distinct active processes)."""
+    """Ops per second per operation, and users (Locust's count, or user processes running)."""
     parts = ['<h2 id="throughput">2. Users and throughput over time</h2>']
     load = None
     if history is not None:
@@ -282,18 +479,22 @@ def section_throughput(history: pd.DataFrame | None, t0: int, results: Path | No
     if users is not None:
         user_x = users["Timestamp"].to_numpy(dtype="float64") - t0 / NS_PER_S
         user_y = users["User Count"].to_numpy(dtype="float64")
-        user_label = "Locust users (User Count)"
+        user_label = "Locust users"
+        user_title = "Users running (Locust's User Count)"
         caption = f"Users: Locust's own count, the 'User Count' column of {LOCUST_HISTORY}."
     else:
-        active = pd.Series(load["process"].to_numpy()).groupby(sec).nunique()
-        user_x, user_y = active.index.to_numpy(dtype="float64"), active.to_numpy(dtype="float64")
-        user_label = "active processes"
+        seconds = per_op.index.to_numpy(dtype="int64")
+        user_x, user_y = seconds + 0.5, users_running(history, t0, seconds).astype("float64")
+        user_label = "users running"
+        user_title = "Users running, counted from the history"
+        peak = int(user_y.max()) if len(user_y) else 0
         caption = (
-            "Users: no locust_stats_history.csv, so the number of distinct processes completing an "
-            "operation in each second stands in for users (a proxy: a process is one Locust user "
-            "between info operations)."
+            f"Users: no {LOCUST_HISTORY}, so they are counted from the history: at the middle of each "
+            "second, the user processes that had invoked their first operation and not yet completed "
+            "their last (a user takes a fresh process id after an info operation, after its last "
+            "one). Fills and probes, each a process of its own, and the run's bookkeeping rows are "
+            f"left out, so this never counts more than the users running. Peak {peak} users."
         )
-
     faults = fault_windows(history, t0) if history is not None else []
 
     def draw(fig: Figure) -> None:
@@ -307,16 +508,17 @@ def section_throughput(history: pd.DataFrame | None, t0: int, results: Path | No
                 lw=1.2,
                 color=palette((2 * i) % 20 + (i // 10) % 2),
             )
-        top.set_ylabel("ops/s")
-        top.set_title("Completed operations per second, by operation f")
+        top.set_ylabel("completed operations per second")
+        top.set_title("Throughput: completed operations per second, by operation f")
         _shade(top, faults)
         top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.8)
         bottom.step(user_x, user_y, where="post", color="black", lw=1.2)
         bottom.set_ylabel(user_label, fontsize=8)
-        bottom.set_xlabel("seconds since start")
+        bottom.set_title(user_title, fontsize=9)
+        bottom.set_xlabel("seconds since the run started")
         bottom.set_ylim(bottom=0)
 
-    parts.append(_figure(draw, height=5.2, alt="throughput and users"))
+    parts.append(_figure(draw, height=5.6, alt="throughput and users"))
     parts.append(
         _caption(
             "Throughput: ok, fail and info completions per 1-second bucket of t_complete; "
@@ -379,16 +581,17 @@ def section_latency(history: pd.DataFrame | None, t0: int) -> str:
                 )
             if (rows.to_numpy() > 0).any():
                 ax.set_yscale("log")
-            ax.set_title(f"{group} ({counts[group]:,} ok)", fontsize=9)
-            ax.set_ylabel("us", fontsize=8)
-            ax.tick_params(labelsize=7)
+            _duration_axis(ax.yaxis)
+            ax.set_title(f"{group}: latency of {counts[group]:,} ok operations", fontsize=9)
+            ax.set_ylabel("t_complete - t_invoke", fontsize=8)
+            ax.tick_params(which="both", labelsize=7)
             ax.grid(True, which="major", alpha=0.3)
             _shade(ax, faults)
         for ax in axes[len(groups) :]:
             ax.set_visible(False)
         axes[0].legend(fontsize=7, loc="upper left")
         for ax in axes[-ncols:]:
-            ax.set_xlabel("seconds since start", fontsize=8)
+            ax.set_xlabel("seconds since the run started", fontsize=8)
 
     parts.append(_figure(draw, height=2.3 * nrows, alt="latency percentiles", layout=None))
     # The caveat belongs where the closed-loop latencies are shown; section 9 explains it.
@@ -396,7 +599,7 @@ def section_latency(history: pd.DataFrame | None, t0: int) -> str:
     parts.append(
         _caption(
             "Per 1-second bucket of t_complete, the 50th, 95th and 99th percentiles of t_complete - "
-            "t_invoke of ok operations, in microseconds on a log axis. Reads are split by source." + closed
+            "t_invoke of ok operations, on a log axis. Reads are split by source." + closed
         )
     )
     return "\n".join(parts)
@@ -428,12 +631,12 @@ def section_cache(history: pd.DataFrame | None, t0: int) -> str:
             for column in by.columns:
                 ax.bar(by.index, by[column], bottom=bottom, width=1.0, label=f"{column} reads/s", alpha=0.7)
                 bottom = bottom + by[column].to_numpy()
-            ax.set_ylabel("reads/s")
-            ax.set_xlabel("seconds since start")
+            ax.set_ylabel("ok reads per second")
+            ax.set_xlabel("seconds since the run started")
             twin = ax.twinx()
             twin.plot(ratio.index, ratio.to_numpy(), color="black", lw=1.3, label="hit ratio")
             twin.set_ylim(0, 1.05)
-            twin.set_ylabel("hit ratio")
+            twin.set_ylabel("hit ratio (hits / reads that second)")
             ax.set_title("Ok reads per second by source, and the hit ratio")
             _legend(ax, len(by.columns))
             _shade(ax, faults)
@@ -465,8 +668,8 @@ def section_cache(history: pd.DataFrame | None, t0: int) -> str:
     def draw_ev(fig: Figure) -> None:
         ax = fig.subplots()
         ax.step(t[1:], delta, where="pre", color="#b00020", lw=1.2)
-        ax.set_ylabel("keys evicted")
-        ax.set_xlabel("seconds since start")
+        ax.set_ylabel("keys evicted since the previous sample")
+        ax.set_xlabel("seconds since the run started")
         ax.set_title("Redis evictions per sample (delta of INFO evicted_keys)")
         ax.set_ylim(bottom=0)
 
@@ -508,15 +711,17 @@ def section_staleness(history: pd.DataFrame | None, tolerance_ns: int) -> str:
         ax = fig.subplots()
         ax.hist(positive, bins=list(bins), color="#b00020", alpha=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel("age (ms): read invoked - completion of the first newer write it missed")
+        _duration_axis(ax.xaxis, US_PER_MS)
+        ax.set_xlabel("age: read invoked - completion of the first newer write it missed")
         ax.set_ylabel("stale reads")
-        ax.set_title(f"{len(ages):,} stale reads")
+        ax.set_title(f"How stale: {len(ages):,} stale reads by age")
 
     parts.append(_figure(draw, alt="staleness histogram"))
     parts.append(
         _caption(
-            f"Stale as the stale_read check defines it (tolerance {tolerance_ns / NS_PER_MS:g} ms). "
-            f"Median age {np.median(ages):.3g} ms, max {ages.max():.3g} ms."
+            f"Stale as the stale_read check defines it (tolerance {display.duration_ns(tolerance_ns)}). "
+            f"Median age {display.duration_ms(float(np.median(ages)))}, "
+            f"max {display.duration_ms(float(ages.max()))}."
         )
     )
     return "\n".join(parts)
@@ -541,20 +746,23 @@ def section_notification(history: pd.DataFrame | None) -> str:
         ax = fig.subplots()
         ax.step(np.clip(ms, 1e-3, None), y, where="post", lw=1.3)
         ax.set_xscale("log")
-        ax.set_xlabel("ms from commit (PostgreSQL) to receipt by the listener")
+        _duration_axis(ax.xaxis, US_PER_MS)
+        ax.set_xlabel("time from commit (PostgreSQL) to receipt by the listener")
         ax.set_ylabel("fraction of notifications")
+        ax.set_title(f"WebSocket notifications received within a time of their commit ({len(ms):,})")
         ax.set_ylim(0, 1.01)
         ax.grid(True, which="both", alpha=0.3)
 
     parts.append(_figure(draw, alt="notification latency CDF"))
     p50, p99 = np.percentile(ms, [50, 99])
     extra = (
-        f" {negative} receipts stamped at or before their commit are drawn at 0.001 ms." if negative else ""
+        f" {negative} receipts stamped at or before their commit are drawn at 1 \u00b5s." if negative else ""
     )
     parts.append(
         _caption(
             f"{len(ms):,} ok ws_recv rows: t_complete - value (the commit time). "
-            f"p50 {p50:.3g} ms, p99 {p99:.3g} ms, max {ms[-1]:.3g} ms.{extra}"
+            f"p50 {display.duration_ms(float(p50))}, p99 {display.duration_ms(float(p99))}, "
+            f"max {display.duration_ms(float(ms[-1]))}.{extra}"
         )
     )
     return "\n".join(parts)
@@ -625,7 +833,8 @@ def section_contention(history: pd.DataFrame | None) -> str:
         ax.bar(np.arange(len(shown)), shown.to_numpy(), color=colors)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(np.arange(len(shown)), [str(k) for k in shown.index], rotation=60, fontsize=7)
-        ax.set_ylabel("final read - sum of ok incr")
+        ax.set_ylabel("final read - sum of ok increments")
+        ax.set_xlabel("counter key")
         ax.set_title("Counter drift per counter key")
 
     parts.append(_figure(draw_drift, height=3.0, alt="counter drift"))
@@ -772,11 +981,14 @@ def section_omission(history: pd.DataFrame | None) -> str:
     for group in groups:
         stats = found[group]
         rows = [
-            [MEASURE_LABELS[m], *[stats[f"{m}_{key}_us"] for key, _ in TABLE_PERCENTILES]]
+            [
+                MEASURE_LABELS[m],
+                *[_num(display.duration_us(stats[f"{m}_{key}_us"])) for key, _ in TABLE_PERCENTILES],
+            ]
             for m in MEASURE_LABELS
         ]
         parts.append(f"<h3>{_e(group)}</h3>")
-        parts.append(_table(["latency (us)", *[label for _, label in TABLE_PERCENTILES]], rows))
+        parts.append(_table(["latency", *[label for _, label in TABLE_PERCENTILES]], rows))
         parts.append(
             _caption(
                 f"{stats['count']:,} ok operations; {stats['late_over_1ms']:,} "
@@ -800,11 +1012,14 @@ def section_omission(history: pd.DataFrame | None) -> str:
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xticks([1.0 / (1.0 - q) for q in ticks], [_tick_label(q) for q in ticks], fontsize=7)
-            ax.minorticks_off()
+            # The x ticks are the percentiles set above; y keeps its minor ticks, labelled when the
+            # curve spans less than a decade (else a panel from 1 to 7 ms has no label at all).
+            ax.xaxis.set_minor_locator(NullLocator())
+            _duration_axis(ax.yaxis)
             ax.set_xlabel("percentile", fontsize=8)
-            ax.set_ylabel("latency (us)", fontsize=8)
-            ax.set_title(f"{group} ({found[group]['count']:,} ok)", fontsize=9)
-            ax.tick_params(axis="y", labelsize=7)
+            ax.set_ylabel("latency", fontsize=8)
+            ax.set_title(f"{group}: latency by percentile ({found[group]['count']:,} ok)", fontsize=9)
+            ax.tick_params(axis="y", which="both", labelsize=7)
             ax.grid(True, which="major", alpha=0.3)
         axes[0].legend(fontsize=8, loc="upper left")
 
@@ -817,7 +1032,7 @@ def section_omission(history: pd.DataFrame | None) -> str:
     )
     parts.append(
         _caption(
-            "Latency by percentile (HdrHistogram, microseconds, log axes; x at 1/(1 - percentile), as "
+            "Latency by percentile (HdrHistogram, log axes; x at 1/(1 - percentile), as "
             "HdrHistogram's plots draw it). Where the corrected curve rises above the uncorrected one, "
             f"operations waited for their turn before they started.{rates}"
         )
@@ -867,10 +1082,12 @@ def build_report(
         f"scenario: {options.get('scenario', '-')}",
         f"target: {target_line(run, options)}",
     ]
+    if t0 > 0:
+        meta.append(f"started: {display.wall_time(t0)} (the origin of every '+s' time below)")
     if run.get("started_ns") and run.get("stopped_ns"):
         meta.append(f"duration: {(run['stopped_ns'] - run['started_ns']) / NS_PER_S:.1f} s")
     sections = [
-        section_verdict(verdict),
+        section_verdict(verdict, t0),
         section_throughput(h, t0, directory),
         section_latency(h, t0),
         section_cache(h, t0),

@@ -209,7 +209,16 @@ def evaluate_thresholds(
     by_name = {c.name: c for c in checks}
     out: list[ThresholdResult] = []
 
-    def add(name: str, label: str, comparison: str, limit: float, figure: Any, unit: str, why: str) -> None:
+    def add(
+        name: str,
+        label: str,
+        comparison: str,
+        limit: float,
+        figure: Any,
+        unit: str,
+        why: str,
+        check: str | None = None,
+    ) -> None:
         skipped = figure is None
         out.append(
             ThresholdResult(
@@ -221,6 +230,7 @@ def evaluate_thresholds(
                 unit=unit,
                 skipped=skipped,
                 reason=why if skipped else None,
+                check=check,
             )
         )
 
@@ -235,6 +245,7 @@ def evaluate_thresholds(
                 None if check.skipped or check.unknown else check.violations,
                 "",
                 f"check {check.name} was skipped" if check.skipped else f"check {check.name} is unknown",
+                check.name,
             )
     if thresholds.success_rate_min is not None:
         least = thresholds.success_rate_min
@@ -247,7 +258,7 @@ def evaluate_thresholds(
         why = _not_coherence(run) or "no ok reads"
         if _not_coherence(run):
             ratio = None
-        add("hit_ratio_min", "hit ratio", "min", thresholds.hit_ratio_min, ratio, "", why)
+        add("hit_ratio_min", "hit ratio", "min", thresholds.hit_ratio_min, ratio, "", why, "hit_ratio")
     if thresholds.ws_delivery_ratio_min is not None:
         ratio = _figure(by_name, "ws_delivery", "delivery_ratio")
         add(
@@ -258,6 +269,7 @@ def evaluate_thresholds(
             ratio,
             "",
             "no WebSocket deliveries were owed",
+            "ws_delivery",
         )
     tables = {p: t for t, p in LATENCY_TABLES.items()}
     for percentile, groups in thresholds.latency_ms.items():
@@ -273,6 +285,7 @@ def evaluate_thresholds(
                 ms,
                 "ms",
                 f"no ok {group} operations",
+                "latency",
             )
     corrected_tables = {p: t for t, p in CORRECTED_LATENCY_TABLES.items()}
     open_model = by_name.get(OPEN_MODEL)
@@ -295,5 +308,6 @@ def evaluate_thresholds(
                 ms,
                 "ms",
                 why,
+                OPEN_MODEL,
             )
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from analysis import display
 from analysis.cascade import NAME as CASCADE
 from analysis.tiers import NAME as TIERS
 from analysis.verdict import CheckResult, Verdict
@@ -25,12 +26,14 @@ def _ran(verdict: Verdict, name: str) -> CheckResult | None:
     return None if check.skipped else check
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    return str(value)
+def _cell(value: Any, column: str = "") -> str:
+    # The shared rules (analysis.display): a *_us column reads in µs or ms, never 1338506.5.
+    return display.figure(column, value)
+
+
+def _heads(columns: tuple[str, ...]) -> list[str]:
+    """Column headings without the unit suffix: each duration cell carries its unit."""
+    return [display.label(c) for c in columns]
 
 
 def tier_rows(check: CheckResult) -> list[list[str]]:
@@ -39,7 +42,7 @@ def tier_rows(check: CheckResult) -> list[list[str]]:
     for tier, figures in check.figures.get("tiers", {}).items():
         judged = figures.get("judged")
         note = f"beyond grace: {figures.get('stale_beyond_grace')}" if judged == "stale_beyond_grace" else ""
-        rows.append([tier, *(_cell(figures.get(c)) for c in TIER_COLUMNS), note])
+        rows.append([tier, *(_cell(figures.get(c), c) for c in TIER_COLUMNS), note])
     for tier, figures in check.figures.get("sweep", {}).items():
         note = f"sweep: {figures['entries']} entries, {figures['divergent']} behind the database"
         rows.append([f"{tier} (sweep)", _cell(figures["keys"]), "-", "-", "-", "-", note])
@@ -50,7 +53,7 @@ def leg_rows(check: CheckResult) -> list[list[str]]:
     return [
         [
             leg,
-            *(_cell(figures.get(c)) for c in LEG_COLUMNS),
+            *(_cell(figures.get(c), c) for c in LEG_COLUMNS),
             "judged" if figures.get("judged") else "reported",
         ]
         for leg, figures in check.figures.get("legs", {}).items()
@@ -62,7 +65,7 @@ def console_lines(verdict: Verdict) -> list[str]:
     lines: list[str] = []
     tiers = _ran(verdict, TIERS)
     if tiers is not None:
-        header = f"{'STALENESS BY TIER':<18}" + "".join(f"{c:>12}" for c in TIER_COLUMNS) + "  NOTE"
+        header = f"{'STALENESS BY TIER':<18}" + "".join(f"{c:>12}" for c in _heads(TIER_COLUMNS)) + "  NOTE"
         lines += [header, "-" * len(header)]
         lines += [
             f"{r[0]:<18}" + "".join(f"{c:>12}" for c in r[1:-1]) + f"  {r[-1]}" for r in tier_rows(tiers)
@@ -71,7 +74,7 @@ def console_lines(verdict: Verdict) -> list[str]:
     if cascade is not None:
         if lines:
             lines.append("")
-        header = f"{'CASCADE (us)':<18}" + "".join(f"{c:>12}" for c in LEG_COLUMNS) + "  MISSING IS"
+        header = f"{'CASCADE':<18}" + "".join(f"{c:>12}" for c in _heads(LEG_COLUMNS)) + "  MISSING IS"
         lines += [header, "-" * len(header)]
         lines += [
             f"{r[0]:<18}" + "".join(f"{c:>12}" for c in r[1:-1]) + f"  {r[-1]}" for r in leg_rows(cascade)
@@ -99,15 +102,15 @@ def report_section(verdict: Verdict) -> str:
     parts = ['<h2 id="tiers">Tiers and invalidation cascade</h2>']
     if tiers is not None:
         parts.append("<h3>Staleness by tier</h3>")
-        parts.append(_table(["tier", *TIER_COLUMNS, "note"], tier_rows(tiers)))
+        parts.append(_table(["tier", *_heads(TIER_COLUMNS), "note"], tier_rows(tiers)))
         parts.append(
             '<p class="caption">Reads by the tier that served them; a read is stale when a write with a '
             "higher version had completed before it began. Tab reads are judged beyond the WebSocket "
             "grace only.</p>"
         )
     if cascade is not None:
-        parts.append("<h3>Cascade from each commit (us)</h3>")
-        parts.append(_table(["leg", *LEG_COLUMNS, "missing is"], leg_rows(cascade)))
+        parts.append("<h3>Cascade from each commit</h3>")
+        parts.append(_table(["leg", *_heads(LEG_COLUMNS), "missing is"], leg_rows(cascade)))
         parts.append(
             '<p class="caption">Per committed write, from its commit to the tier event of the same key and '
             "version. A missing drop or push is a violation; missing tab receipts are judged by "

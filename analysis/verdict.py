@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import display
+
 SUMMARY_FILE = "summary.json"
 
 
@@ -104,6 +106,8 @@ class ThresholdResult:
     unit: str = ""
     skipped: bool = False
     reason: str | None = None
+    #: The check whose figure the threshold judges (``latency`` for a latency limit), or None.
+    check: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -114,20 +118,29 @@ class ThresholdResult:
 
     @property
     def status(self) -> str:
-        """``PASS``, ``FAIL`` or ``SKIP``."""
+        """``PASS``, ``FAIL`` or ``N/A`` (skipped: the figure is absent from this run)."""
         if self.skipped:
-            return "SKIP"
+            return "N/A"
         return "PASS" if self.passed else "FAIL"
+
+    def show(self, value: float | None) -> str:
+        """The figure or the limit with its unit: a duration in µs or ms, a ratio or a count bare."""
+        if self.unit == "ms":
+            return display.duration_ms(value)
+        text = _short(value)
+        return f"{text} {self.unit}" if self.unit else text
+
+    def limit_text(self) -> str:
+        """The limit as the report's table shows it, e.g. ``<= 20 ms``."""
+        return f"{'>=' if self.comparison == 'min' else '<='} {self.show(self.limit)}"
 
     def describe(self) -> str:
         """One line naming the figure and the limit, e.g. ``FAIL threshold incr p95 17.2 ms > 15 ms``."""
         if self.skipped:
-            return f"SKIP threshold {self.label}: {self.reason}"
-        unit = f" {self.unit}" if self.unit else ""
+            return f"N/A threshold {self.label}: {self.reason}"
         ops = {("min", True): ">=", ("min", False): "<", ("max", True): "<=", ("max", False): ">"}
         op = ops[self.comparison, self.passed]
-        figure, limit = _short(self.figure), _short(self.limit)
-        return f"{self.status} threshold {self.label} {figure}{unit} {op} {limit}{unit}"
+        return f"{self.status} threshold {self.label} {self.show(self.figure)} {op} {self.show(self.limit)}"
 
     def to_dict(self) -> dict[str, Any]:
         """The threshold's entry in ``summary.json``."""
@@ -153,6 +166,27 @@ def _short(value: float | None) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+CHECK, THRESHOLD = "check", "threshold"
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """One row of the verdict's tables: a check or a threshold, and the status shown for it.
+
+    The verdict's outcome and the names in its headline are read off these rows
+    (:meth:`Verdict.rows`), so no headline can name a failure that no row shows.
+    """
+
+    kind: str
+    name: str
+    #: ``PASS``, ``FAIL``, ``UNKNOWN`` or ``N/A``.
+    status: str
+    result: CheckResult | ThresholdResult
+    #: For a failing row that names no failure of its own, the failing row that already names it
+    #: (``threshold:max_violations.stale_read`` is covered by ``stale_read``).
+    covered_by: str | None = None
+
+
 @dataclass
 class Verdict:
     """All check results of one analysis, plus the context they were computed in."""
@@ -164,13 +198,33 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
     thresholds: list[ThresholdResult] = field(default_factory=list)
 
+    def rows(self) -> list[VerdictRow]:
+        """Every check, in check order, then every threshold: the one source of the outcome, of
+        the headline and of the console's and the report's tables."""
+        rows = [VerdictRow(CHECK, c.name, c.status, c) for c in self.checks]
+        failed_checks = {r.name for r in rows if r.status == "FAIL"}
+        prefix = "threshold:max_violations."
+        for t in self.thresholds:
+            judged = t.name[len(prefix) :] if t.name.startswith(prefix) else None
+            covered = judged if t.status == "FAIL" and judged in failed_checks else None
+            rows.append(VerdictRow(THRESHOLD, t.name, t.status, t, covered))
+        return rows
+
+    def headline(self) -> tuple[str, list[VerdictRow]]:
+        """The outcome and the rows that make it: the failing rows of a fail (but those covered by
+        another), the unknown rows of an unknown, none of a pass."""
+        rows = self.rows()
+        failing = [r for r in rows if r.status == "FAIL" and r.covered_by is None]
+        if failing:
+            return FAIL, failing
+        unknown = [r for r in rows if r.status == "UNKNOWN"]
+        return (UNKNOWN, unknown) if unknown else (PASS, [])
+
     @property
     def outcome(self) -> str:
         """``fail`` when a check failed or a threshold was breached, else ``unknown`` when a check
         is unknown (a fail the missing rows cannot explain outweighs any doubt), else ``pass``."""
-        if self.failed:
-            return FAIL
-        return UNKNOWN if self.unknown else PASS
+        return self.headline()[0]
 
     @property
     def passed(self) -> bool:
@@ -184,19 +238,12 @@ class Verdict:
         A ``threshold:max_violations.<check>`` breach is left out when ``<check>`` itself failed:
         the check's name already says it.
         """
-        checks = [c.name for c in self.checks if c.outcome == FAIL]
-        prefix = "threshold:max_violations."
-        thresholds = [
-            t.name
-            for t in self.thresholds
-            if not t.passed and not (t.name.startswith(prefix) and t.name[len(prefix) :] in checks)
-        ]
-        return checks + thresholds
+        return [r.name for r in self.rows() if r.status == "FAIL" and r.covered_by is None]
 
     @property
     def unknown(self) -> list[str]:
         """Names of the checks whose outcome is unknown: why the verdict is not a pass."""
-        return [c.name for c in self.checks if c.outcome == UNKNOWN]
+        return [r.name for r in self.rows() if r.status == "UNKNOWN"]
 
     def check(self, name: str) -> CheckResult:
         """The result of the check called ``name``."""

@@ -329,7 +329,7 @@ def test_in_the_verdict_and_the_console() -> None:
     assert not check.skipped and verdict.passed
     json.loads(dumps(verdict.to_summary()))  # plain JSON
     text = render(verdict)
-    assert "OPEN-MODEL LATENCY (us)" in text
+    assert "OPEN-MODEL LATENCY" in text
     assert "corrected, from t_intended" in text and "uncorrected, from t_invoke" in text
     assert "scheduled 100.0 ops/s" in text
     closed = render(run_checks(history(row("read", 0, 1, 0, source="hit")), {"run_id": "closed"}))

@@ -19,11 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import display
 from analysis.__main__ import main
 from analysis.checks import CHECK_NAMES, run_checks
+from analysis.console import render
 from analysis.load import normalise
 from analysis.nines import compute_nines, inconsistent_writes, nines, reads_fresh, writes_consistent
-from analysis.report import REPORT_FILE, build_report
+from analysis.report import REPORT_FILE, build_report, row_id, users_running
+from analysis.thresholds import evaluate_thresholds, parse_thresholds
 from tests.histories import MS, row
 
 S = 1_000_000_000
@@ -222,6 +225,21 @@ def write_results(tmp_path: Path, rows: list[dict[str, Any]], t_intended: str | 
     return results
 
 
+def headline(page: str) -> tuple[str, str]:
+    """The banner's class and its text, tags stripped."""
+    found = re.search(r'<p class="banner (\w+)" id="headline">(.*?)</p>', page)
+    assert found is not None, "no headline"
+    return found[1], re.sub(r"<[^>]+>", "", found[2])
+
+
+ROW = re.compile(r'<tr id="row-[^"]*" class="row-[^"]*" data-status="([^"]*)"[^>]*><td>([^<]*)</td>')
+
+
+def row_statuses(page: str) -> dict[str, str]:
+    """Every verdict row's name and the status it shows, from the tables' rows."""
+    return {name: status for status, name in ROW.findall(page)}
+
+
 def png_images(page: str) -> list[bytes]:
     return [base64.b64decode(data, validate=True) for data in IMG.findall(page)]
 
@@ -259,7 +277,11 @@ def test_cli_writes_a_self_contained_report(tmp_path: Path) -> None:
         assert f"<td>{name}</td>" in table, name
     assert 'id="examples-stale_read"' in page
     examples = page.split('id="examples-stale_read"', 1)[1].split("</table>", 1)[0]
-    assert "missed_write" in examples and "age_us" in examples
+    assert "missed_write" in examples and "<th>age</th>" in examples
+    # Times read as offsets from the run's start and UTC wall times, never as epoch nanoseconds.
+    assert "+1.500 s (00:00:01.500 UTC)" in examples  # the stale read of cs:e:1 at 1500 ms
+    assert "t_complete=+1.000 s (00:00:01.000 UTC)" in examples  # the write it missed
+    assert "1500000000" not in examples and "e+" not in examples
     assert examples.count("<tr>") == 1 + 5  # header + the 5 stale reads
     assert "cs:e:3" in examples
     assert "examples-divergence" not in page  # passed checks show no examples
@@ -270,7 +292,8 @@ def test_cli_writes_a_self_contained_report(tmp_path: Path) -> None:
     assert "2 ok ws_recv rows" in page
     assert "2 epochs with at least one load" in page and "max 3" in page
     assert "2 counters" in page and "Total drift -1" in page
-    assert "distinct processes" in page  # no locust_stats_history.csv: the proxy is named
+    assert "counted from the history" in page  # no locust_stats_history.csv: the count is named
+    assert "active processes" not in page
     # A closed-loop run: no read or write has a t_intended, so the caveat replaces corrected latency,
     # and the latency section points at it.
     omission = page.split('id="omission"', 1)[1]
@@ -296,7 +319,8 @@ def test_report_says_no_data_when_rows_are_absent(tmp_path: Path) -> None:
     # A coherence run without writes, sweep or listeners' rows leaves checks it needs unjudged.
     assert main([str(results), "--thresholds", "none"]) == 3
     page = (results / REPORT_FILE).read_text(encoding="utf-8")
-    assert '<p class="banner UNKNOWN">UNKNOWN: ws_delivery, divergence</p>' in page
+    assert headline(page) == ("UNKNOWN", "UNKNOWN: ws_delivery, divergence")
+    assert row_statuses(page)["ws_delivery"] == "UNKNOWN"
     assert "divergence: no sweep rows" in page
     assert "There were no stale reads" in page
     assert "No data: no ws_recv rows" in page
@@ -318,7 +342,7 @@ def test_locust_user_count_is_used_when_present(tmp_path: Path) -> None:
     main([str(results), "--thresholds", "none"])
     page = (results / REPORT_FILE).read_text(encoding="utf-8")
     assert "User Count" in page and "column of locust_stats_history.csv" in page
-    assert "distinct processes" not in page
+    assert "counted from the history" not in page
 
 
 def test_t_intended_removes_the_coordinated_omission_warning(tmp_path: Path) -> None:
@@ -334,7 +358,7 @@ def test_t_intended_removes_the_coordinated_omission_warning(tmp_path: Path) -> 
         cells = re.findall(r'<td class="num">([^<]*)</td>', table)
         assert len(cells) == 3 * 5, group  # three measures, p50 p90 p99 p99.9 max
         assert cells[:5] == cells[5:10], group
-        assert cells[10:] == ["0"] * 5, group  # no start lag
+        assert cells[10:] == ["0 \u00b5s"] * 5, group  # no start lag
     assert len(png_images(page)) == 9  # the percentile spectrum too
 
 
@@ -352,6 +376,12 @@ def test_closed_loop_note_with_or_without_the_column(tmp_path: Path, column: str
     page = (results / REPORT_FILE).read_text(encoding="utf-8")
     assert CLOSED_LOOP in page.split('id="omission"', 1)[1]
     assert "Open-model run" not in page
+
+
+def as_us(cell: str) -> float:
+    """A duration cell of the report (``"1.02 ms"``, ``"998 µs"``) in microseconds."""
+    number, unit = cell.replace(",", "").split(" ")
+    return float(number) * {"\u00b5s": 1.0, "ms": 1000.0}[unit]
 
 
 def stalled_schedule(n: int, interval_ms: float, stall: tuple[float, float]) -> list[dict[str, Any]]:
@@ -387,7 +417,7 @@ def test_open_model_section_shows_the_stall(tmp_path: Path) -> None:
         "corrected (t_complete - t_intended)",
         "start lag (t_invoke - t_intended)",
     ]
-    cells = [float(c) for c in re.findall(r'<td class="num">([^<]*)</td>', table)]
+    cells = [as_us(c) for c in re.findall(r'<td class="num">([^<]*)</td>', table)]
     columns = ("p50", "p90", "p99", "p99.9", "max")
     uncorrected = dict(zip(columns, cells[:5], strict=True))
     corrected = dict(zip(columns, cells[5:10], strict=True))
@@ -403,7 +433,9 @@ def test_open_model_section_shows_the_stall(tmp_path: Path) -> None:
     assert "The schedule asked for 100.0 operations/s" in section
     # The verdict table names the check as reported only, with both p99s.
     verdict = page.split("<h3>Checks</h3>", 1)[1].split("</table>", 1)[0]
-    assert "<td>open_model_latency</td>" in verdict and "us corrected" in verdict
+    figure = re.search(r"<td>open_model_latency</td>.*?<td>([^<]*corrected)</td>", verdict)
+    assert figure is not None
+    assert re.fullmatch(r"read_hit p99 [0-9.,]+ (µs|ms) uncorrected, [0-9.,]+ ms corrected", figure[1])
 
 
 def test_report_on_a_million_rows_takes_seconds() -> None:
@@ -433,3 +465,179 @@ def test_report_on_a_million_rows_takes_seconds() -> None:
     elapsed = time.perf_counter() - started
     assert len(png_images(page)) >= 4
     assert elapsed < 20, f"report took {elapsed:.1f} s"
+
+
+# --------------------------------------------------------------------------------------------------
+# The headline comes from the rows the tables show
+
+
+def test_a_failed_threshold_is_a_failing_row_the_headline_names(tmp_path: Path) -> None:
+    # Every check passes on this clean history; only the impossible read_hit limit fails.
+    rows = [
+        row("read", 1000 * i, 1000 * i + 2, 0, key=f"cs:e:{i}", process=2, source="hit") for i in range(5)
+    ]
+    results = write_results(tmp_path, rows)
+    limits = tmp_path / "impossible.toml"
+    limits.write_text("[latency_p95_ms]\nread_hit = 0.001\n")
+    main([str(results), "--thresholds", str(limits)])
+    page = (results / REPORT_FILE).read_text(encoding="utf-8")
+    statuses = row_statuses(page)
+    assert statuses["threshold:latency_p95_ms.read_hit"] == "FAIL"
+    status, text = headline(page)
+    assert status == "FAIL"
+    # The headline names exactly the failing rows (none is covered by another here), and each
+    # name links to its row.
+    failing = [n for n, s in statuses.items() if s == "FAIL"]
+    assert failing == ["threshold:latency_p95_ms.read_hit"]
+    assert text == "FAIL: threshold:latency_p95_ms.read_hit"
+    anchor = row_id("threshold:latency_p95_ms.read_hit")
+    assert f'<a href="#{anchor}">threshold:latency_p95_ms.read_hit</a>' in page
+    assert f'<tr id="{anchor}" class="row-FAIL"' in page
+    # The latency check passed (it only reports), and its row says the threshold on it failed.
+    latency = page.split('id="row-latency"', 1)[1].split("</tr>", 1)[0]
+    assert "PASS" in latency and "threshold:latency_p95_ms.read_hit</a>" in latency and "FAIL" in latency
+    # Figure and limit in the same unit rules: 2 ms against 1 µs.
+    threshold = page.split(f'id="{anchor}"', 1)[1].split("</tr>", 1)[0]
+    assert "<td>2 ms</td>" in threshold and "&lt;= 1 \u00b5s" in threshold
+    tally = re.sub(r"<[^>]+>", "", page.split('id="tally">', 1)[1].split("</p>", 1)[0])
+    assert f"{statuses_count(statuses, 'FAIL')} FAIL" in tally
+
+
+def statuses_count(statuses: dict[str, str], status: str) -> int:
+    return sum(s == status for s in statuses.values())
+
+
+def test_rows_make_the_outcome_and_cover_repeated_failures() -> None:
+    history = frame(full_rows())
+    verdict = run_checks(normalise(history), {"run_id": "r", "started_ns": 0, "history_complete": True})
+    verdict.thresholds = evaluate_thresholds(
+        parse_thresholds({"max_violations": 0, "success_rate_min": 0.5}, "inline"),
+        verdict.checks,
+        history,
+        verdict.run,
+        None,
+    )
+    rows = verdict.rows()
+    assert [r.name for r in rows[: len(verdict.checks)]] == [c.name for c in verdict.checks]
+    by_name = {r.name: r for r in rows}
+    # The stale_read check failed: its max_violations threshold fails too, covered by the check.
+    assert by_name["stale_read"].status == "FAIL"
+    assert by_name["threshold:max_violations.stale_read"].status == "FAIL"
+    assert by_name["threshold:max_violations.stale_read"].covered_by == "stale_read"
+    # A skipped threshold is N/A, not SKIP and not PASS.
+    assert by_name["threshold:success_rate_min.locust"].status == "N/A"
+    outcome, named = verdict.headline()
+    assert outcome == verdict.outcome == "fail"
+    assert [r.name for r in named] == verdict.failed
+    assert {r.name for r in rows if r.status == "FAIL" and r.covered_by is None} == set(verdict.failed)
+    assert render(verdict).splitlines()[-1] == f"VERDICT: FAIL ({', '.join(verdict.failed)})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Users over time
+
+
+def test_users_are_not_fills_probes_or_replaced_processes() -> None:
+    """Three users for 3 s: each read's miss fills as a process of its own, each write is probed by
+    another, and one user takes a fresh id after an info read. Distinct processes per second (the
+    old "active processes") count 7 or more; users running never exceed 3."""
+    rows: list[dict[str, Any]] = []
+    fill_process = 100
+    for user in (1, 2, 3):
+        for i in range(30):
+            t = 100.0 * i + user
+            process = user if not (user == 3 and i >= 11) else 30  # user 3's fresh id after an info
+            status = "info" if (user == 3 and i == 10) else "ok"
+            rows.append(
+                row("read", t, t + 20, 0, key="cs:e:1", process=process, source="miss", status=status)
+            )
+            rows.append(row("fill", t + 10, t + 11, 0, key="cs:e:1", process=fill_process))
+            rows.append(
+                row("probe", t + 50, t + 51, 0, key="cs:e:1", process=fill_process + 1, source="absent")
+            )
+            fill_process += 2
+    rows.append(row("sweep", 3100, 3101, 0, key="cs:e:1", process=0, value=0, source="absent"))
+    history = normalise(frame(rows))
+    seconds = np.arange(0, 3)
+    assert users_running(history, 0, seconds).tolist() == [3, 3, 3]
+    # The positive control: what the panel used to count.
+    sec = history["t_complete"].to_numpy() // S
+    distinct = pd.Series(history["process"].to_numpy()).groupby(sec).nunique()
+    assert distinct.max() >= 7
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting: pure functions
+
+
+@pytest.mark.parametrize(
+    ("us", "text"),
+    [
+        (None, "-"),
+        (float("nan"), "-"),
+        (0, "0 \u00b5s"),
+        (0.5, "0.5 \u00b5s"),
+        (3.25, "3.25 \u00b5s"),
+        (9.996, "10 \u00b5s"),
+        (31.6, "31.6 \u00b5s"),
+        (298.8, "299 \u00b5s"),
+        (999.4, "999 \u00b5s"),
+        (999.7, "1 ms"),  # decided on the rounded figure: not "1,000 µs"
+        (1_436.4, "1.44 ms"),
+        (31_650.0, "31.6 ms"),
+        (354_708.8, "355 ms"),
+        (1_338_506.5, "1,339 ms"),
+        (-5.0, "-5 \u00b5s"),
+    ],
+)
+def test_durations_read_in_us_or_ms(us: float | None, text: str) -> None:
+    assert display.duration_us(us) == text
+    assert "e+" not in display.duration_us(us) and "e-" not in display.duration_us(us)
+
+
+def test_duration_units_and_names() -> None:
+    assert display.duration_ms(0.299) == "299 \u00b5s"
+    assert display.duration_ns(4_413_500) == "4.41 ms"
+    assert display.figure("latency_p99_us", 4413.5) == "4.41 ms"
+    assert display.figure("tolerance_ns", 0) == "0 \u00b5s"
+    assert display.pair("age_p50_us", 51_300.3) == "age_p50=51.3 ms"
+    assert display.label("reads_checked") == "reads_checked"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.9211, "0.9211"),
+        (0.0003142, "0.0003142"),
+        (1.0, "1"),
+        (4413.5, "4,414"),
+        (1e7 + 0.5, "10,000,000"),
+        (12345678901234.0, "12345678901234"),
+        (True, "true"),
+        (None, "-"),
+        (7, "7"),
+    ],
+)
+def test_numbers_never_in_scientific_notation(value: Any, text: str) -> None:
+    assert display.number(value) == text
+
+
+def test_times_are_offsets_and_utc_wall_times() -> None:
+    t0 = 1_796_125_304_164_534_004  # 2026-12-01 11:41:44.164534004 UTC
+    assert display.timestamp(t0 + 12_345_678_901, t0) == "+12.346 s (11:41:56.510 UTC)"
+    assert display.timestamp(t0 - 5_000_000, t0) == "-0.005 s (11:41:44.159 UTC)"
+    assert display.wall_time(t0) == "2026-12-01 11:41:44.164 UTC"
+    assert display.is_time("t_invoke", 1500 * MS)  # t_* always, even in a planted history
+    assert display.is_time("epoch_opened_ns", t0) and not display.is_time("tolerance_ns", 5 * MS)
+    assert display.figure("t_complete", t0 + S, t0) == "+1.000 s (11:41:45.164 UTC)"
+    nested = display.figure("missed_write", {"row": 9, "t_complete": t0, "age_us": 1500.0}, t0)
+    assert nested == "row=9, t_complete=+0.000 s (11:41:44.164 UTC), age=1.5 ms"
+
+
+def test_console_durations_carry_units() -> None:
+    verdict = run_checks(normalise(frame(full_rows())), {"run_id": "r", "started_ns": 0})
+    text = render(verdict)
+    assert "e+0" not in text
+    latency = text.split("LATENCY", 1)[1].split("\n\n", 1)[0]
+    write = next(line for line in latency.splitlines() if line.startswith("write "))
+    assert write.split()[-2:] == ["1,000", "ms"]  # the max: the 1 s write of cs:e:1's v2
