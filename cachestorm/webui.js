@@ -27,6 +27,8 @@
       + "color:#fff;background:#37474f;display:none;gap:16px;align-items:center;flex-wrap:wrap",
   });
   document.body.appendChild(banner);
+  // Room under the page for the banner, so that it hides nothing of Locust's.
+  document.body.style.paddingBottom = "48px";
 
   function showStatus(status) {
     const run = status.runs[0];
@@ -60,8 +62,11 @@
     return field.closest(".MuiFormControl-root, .MuiFormControlLabel-root") || field.parentElement;
   }
 
+  // Locust's page names each field in camelCase (fill_delay_ms is fillDelayMs) and posts it back
+  // in snake_case.
   function fieldNamed(root, name) {
-    return root.querySelector(`[name="${CSS.escape(name)}"]`);
+    const camel = name.replace(/_([a-z0-9])/g, (_m, c) => c.toUpperCase());
+    return root.querySelector(`[name="${CSS.escape(camel)}"]`);
   }
 
   // The form: group headings, full help texts, the contention group, the shape's note.
@@ -91,12 +96,18 @@
           parts.forEach((p) => { p.style.display = hidden ? "none" : ""; });
         });
       });
+      // cachestorm's users drive the target; Locust's host would be used by nothing.
+      const host = fieldNamed(form, "host");
+      if (host && container(host).style.display !== "none") container(host).style.display = "none";
       // Locust shows a disabled 0 where a shape sets the users; say what sets them instead.
       const users = fieldNamed(form, "userCount");
       const rate = fieldNamed(form, "spawnRate");
       if (users && rate) {
         const shaped = users.disabled;
-        [users, rate].forEach((f) => { container(f).style.display = shaped ? "none" : ""; });
+        [users, rate].forEach((f) => {
+          const display = shaped ? "none" : "";
+          if (container(f).style.display !== display) container(f).style.display = display;
+        });
         let note = form.querySelector(".cachestorm-shape-note");
         if (shaped && !note) {
           note = el("p", { class: "cachestorm-shape-note", style: "margin:0;font:14px sans-serif" });

@@ -25,6 +25,7 @@ Every response goes through :mod:`cachestorm.secrecy`'s masking, these routes to
 from __future__ import annotations
 
 import argparse
+import json
 import mimetypes
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +34,7 @@ from typing import Any
 
 from locust import argument_parser
 from locust.env import Environment
-from locust.runners import STATE_STOPPED
+from locust.runners import STATE_CLEANUP, STATE_RUNNING, STATE_STOPPED, STATE_STOPPING
 
 from cachestorm.options import CONTENTION_SCENARIOS, FORM_GROUPS
 
@@ -43,6 +44,7 @@ SCRIPT = Path(__file__).with_name("webui.js")
 KEPT_RUNS = 50
 #: How long a start from the form waits for the last run to be closed (history, sweep, analysis).
 CLOSE_WAIT_S = 60.0
+STOPPING_STATES = (STATE_CLEANUP, STATE_STOPPING)
 _TYPE_WORDS = {int: "a whole number", float: "a number"}
 
 
@@ -279,6 +281,21 @@ def attach(environment: Environment) -> WebUI | None:
             response.set_data(body.replace("</body>", f"{tag}\n</body>", 1))
         return response
 
+    def keep_polling(response: Any) -> Any:
+        # Locust's page polls the stats only while it last saw "spawning" or "running": a poll
+        # that lands in the stop's "cleanup" (users finishing their operation, up to
+        # --stop-timeout) or a master's "stopping" stops the polling, and the page stays on that
+        # state with no New button. Those states are shown as still running, until "stopped".
+        if request.endpoint != "locust.request_stats" or response.mimetype != "application/json":
+            return response
+        stats = response.get_json(silent=True)
+        if isinstance(stats, dict) and stats.get("state") in STOPPING_STATES:
+            # A new response: Locust memoizes the view's, which must keep its real state.
+            body = json.dumps({**stats, "state": STATE_RUNNING})
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+            return Response(body, response.status_code, headers=headers)
+        return response
+
     def script() -> Response:
         return Response(SCRIPT.read_text(), mimetype="text/javascript")
 
@@ -307,6 +324,7 @@ def attach(environment: Environment) -> WebUI | None:
     app.add_url_rule(f"{ROUTE}/runs/<run_id>/<path:name>", "cachestorm_run_file", guard(run_file))
     app.before_request(take_form)
     app.after_request(add_script)
+    app.after_request(keep_polling)
     return ui
 
 

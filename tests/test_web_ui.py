@@ -352,3 +352,16 @@ def test_run_files_stay_inside_the_run(make_ui: Any, tmp_path: Path) -> None:
     assert glue.run_file(run.name, "../secret.txt") is None
     assert glue.run_file(run.name, str(tmp_path / "outside.txt")) is None
     assert glue.run_file("20990101-000000-000000", "report.html") is None  # not a run of this session
+
+
+def test_the_page_keeps_polling_through_a_stop(make_ui: Any) -> None:
+    """Locust's page polls the stats only while it saw spawning or running; a poll in the stop's
+    cleanup left the page there for good, with no New button."""
+    cases = [(False, "cleanup", "cleanup"), (True, "cleanup", "running"), (True, "stopping", "running")]
+    cases.append((True, "stopped", "stopped"))
+    for glue, state, shown in cases:
+        env, ui = make_ui(glue=glue)
+        env.runner.state = state
+        reply = ui.app.test_client().get("/stats/requests")
+        assert reply.get_json()["state"] == shown, (glue, state)
+        assert int(reply.headers["Content-Length"]) == len(reply.get_data())
