@@ -28,6 +28,7 @@ from cachestorm import webui
 
 #: Locust's exit code for bad input, which a verdict never overrides.
 BAD_INPUT = 2
+UNKNOWN = 3
 #: What the analysis's exit codes mean (docs/checks.md, "Exit status").
 OUTCOMES = {0: "pass", 1: "fail", 2: "bad input", 3: "unknown"}
 
@@ -56,6 +57,10 @@ def analyse(run_dir: Path) -> tuple[int, str]:
     )
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
+    if done.returncode < 0:
+        # Killed (Ctrl-C reaches the whole process group): nothing was judged, so no pass.
+        line = f"the analysis was interrupted (signal {-done.returncode}); run python -m analysis {run_dir}"
+        return UNKNOWN, line
     return done.returncode, verdict_line(run_dir, done.returncode, done.stderr)
 
 

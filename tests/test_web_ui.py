@@ -28,7 +28,7 @@ from locust.env import Environment
 from locust.shape import LoadTestShape
 
 import shapes
-from cachestorm import options, webui
+from cachestorm import options, secrecy, webui
 from cachestorm.options import FORM_GROUPS
 from tests.conftest import ROOT
 from users import contention
@@ -365,3 +365,32 @@ def test_the_page_keeps_polling_through_a_stop(make_ui: Any) -> None:
         reply = ui.app.test_client().get("/stats/requests")
         assert reply.get_json()["state"] == shown, (glue, state)
         assert int(reply.headers["Content-Length"]) == len(reply.get_data())
+
+
+def test_a_run_file_is_served_with_its_secrets_masked(make_ui: Any, tmp_path: Path) -> None:
+    env, ui = make_ui()
+    assert env.parsed_options is not None
+    env.parsed_options.redis_url = "redis://:s3cret-pw@cache.internal:6379/0"
+    secrecy.protect(env)
+    run = tmp_path / "20260101-000000-abcdef"
+    run.mkdir()
+    (run / "report.html").write_text("<p>redis://:s3cret-pw@cache.internal:6379/0</p>")
+    webui.record(env, run, "pass", "VERDICT: PASS")
+    assert "s3cret-pw" in (run / "report.html").read_text()  # on disk, as the analysis wrote it
+    body = ui.app.test_client().get(f"/cachestorm/runs/{run.name}/report.html").get_data(as_text=True)
+    assert "s3cret-pw" not in body and "cache.internal" in body
+
+
+def test_the_verdict_line_the_banner_shows(tmp_path: Path) -> None:
+    from analysis import at_run_end  # noqa: PLC0415
+
+    summary = {"verdict": "fail", "failed": ["stale_read", "divergence"], "unknown": []}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert at_run_end.verdict_line(tmp_path, 1, "") == "VERDICT: FAIL (stale_read, divergence)"
+    (tmp_path / "summary.json").write_text(json.dumps({"verdict": "unknown", "failed": [], "unknown": ["x"]}))
+    assert at_run_end.verdict_line(tmp_path, 3, "") == "VERDICT: UNKNOWN (x)"
+    (tmp_path / "summary.json").write_text(json.dumps({"verdict": "pass", "failed": [], "unknown": []}))
+    assert at_run_end.verdict_line(tmp_path, 0, "") == "VERDICT: PASS"
+    # Bad input: the analysis's own line, never a stale summary's verdict.
+    line = at_run_end.verdict_line(tmp_path, 2, "analysis: x: run.json is not JSON; rerun\n")
+    assert line == "analysis: x: run.json is not JSON; rerun"
