@@ -88,12 +88,18 @@
             if (i === 0) box.before(el("h3", { class: "cachestorm-group", "data-group": group.title,
               style: "margin:8px 0 -8px 0;font:600 15px sans-serif" }, group.title));
           }
+          // With --class-picker, Locust's own Shape Class picker sets the shape: one picker only.
+          const picked = name === "shape" && fieldNamed(form, "shape_class");
+          const off = hidden || Boolean(picked);
           const parts = [box];
           const help = box.nextElementSibling;
           if (help && help.classList.contains("cachestorm-help")) parts.push(help);
           const heading = box.previousElementSibling;
           if (heading && heading.classList.contains("cachestorm-group")) parts.push(heading);
-          parts.forEach((p) => { p.style.display = hidden ? "none" : ""; });
+          parts.forEach((p) => {
+            const display = off ? "none" : "";
+            if (p.style.display !== display) p.style.display = display;
+          });
         });
       });
       // cachestorm's users drive the target; Locust's host would be used by nothing.
@@ -114,10 +120,11 @@
           container(users).before(note);
         }
         if (note) {
-          const picked = fieldNamed(form, "shape");
+          const locustPicker = fieldNamed(form, "shape_class");
+          const picked = locustPicker || fieldNamed(form, "shape");
           const shape = (picked && picked.value) || conf.shape;
-          const text = `Users and ramp-up: set by the load shape ${shape} `
-            + "(Load shape in Custom parameters), not by a number here.";
+          const where = locustPicker ? ", " : " (Load shape in Custom parameters), ";
+          const text = `Users and ramp-up: set by the load shape ${shape}${where}not by a number here.`;
           // Only on a change: a write is a mutation, which would call this again.
           if (note.textContent !== text) note.textContent = text;
           note.style.display = shaped ? "" : "none";
@@ -126,8 +133,11 @@
     });
   }
 
-  new MutationObserver(enhance).observe(document.body, { childList: true, subtree: true });
-  document.addEventListener("change", enhance, true);
+  // New nodes (a dialog, an opened accordion), and Locust disabling the user count when a shape
+  // is picked; a change is seen after React has applied it.
+  const watch = { childList: true, subtree: true, attributes: true, attributeFilter: ["disabled"] };
+  new MutationObserver(enhance).observe(document.body, watch);
+  document.addEventListener("change", () => setTimeout(enhance, 0), true);
   enhance();
   poll();
   setInterval(poll, 2000);
