@@ -19,6 +19,7 @@ console.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +50,16 @@ def judge(environment: Any, run_dir: Path, options: Any, **_kw: Any) -> None:
 def analyse(run_dir: Path) -> tuple[int, str]:
     """Run ``python -m analysis run_dir``, its output passed on to this process's; return its exit
     code and its verdict in one line."""
+    # Locust may have been started from another directory (-f /path/locustfile.py): the
+    # analysis package is found where this one was imported from.
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     done = subprocess.run(
-        [sys.executable, "-m", "analysis", str(run_dir)],
+        [sys.executable, "-m", "analysis", str(run_dir.resolve())],
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "PYTHONPATH": path},
     )
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
