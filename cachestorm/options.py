@@ -41,6 +41,77 @@ EVICTION_POLICIES = (
 )
 DISTRIBUTIONS = ("zipfian", "hotspot", "uniform")
 
+#: The web UI's start form, in this order: (title, the options it holds). An option in none of
+#: them, a target's own for instance, goes in the first group; the contention group is shown only
+#: for the scenarios that run contention users (cachestorm.webui).
+FORM_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Target and services", ("target", "redis_url", "pg_dsn", "ws_url", "results_dir")),
+    (
+        "Coherence workload",
+        (
+            "scenario",
+            "strategy",
+            "fill_delay_ms",
+            "keys",
+            "key_distribution",
+            "seed",
+            "payload_bytes",
+            "listeners",
+            "ttl_ms",
+            "pg_pool_size",
+            "redis_pool_size",
+            "probe_rate",
+            "probe_delays",
+            "history",
+            "request_events",
+            "verdict",
+        ),
+    ),
+    (
+        "Load shape",
+        (
+            "shape",
+            "ramp_users",
+            "ramp_time",
+            "hold_time",
+            "quiesce_time",
+            "spike_base_users",
+            "spike_users",
+            "spike_warmup",
+            "spike_time",
+            "spike_recovery",
+            "soak_users",
+            "soak_time",
+            "stages",
+            "arrival_rate",
+            "open_users",
+        ),
+    ),
+    (
+        "Contention",
+        (
+            "counter_mode",
+            "counters",
+            "tx_mode",
+            "tx_groups",
+            "tx_group_size",
+            "lock_mode",
+            "locks",
+            "lock_ttl_ms",
+            "stampede_guard",
+            "stampede_keys",
+            "stampede_interval",
+            "recompute_ms",
+            "invalidate_batch",
+            "redis_maxmemory",
+            "redis_eviction_policy",
+            "memory_value_bytes",
+        ),
+    ),
+)
+#: The scenarios whose runs use the contention group's options.
+CONTENTION_SCENARIOS = ("contention", "all")
+
 
 def add_arguments(parser: Any) -> None:
     """Register every cachestorm option on Locust's (configargparse) parser."""
@@ -229,7 +300,8 @@ def add_arguments(parser: Any) -> None:
         "--shape",
         env_var="CACHESTORM_SHAPE",
         default="",
-        help="Load shape for headless runs: StepRamp (default), Spike, Soak or Stages (with --stages).",
+        help="Load shape: StepRamp (default; OpenModel with --arrival-rate), Spike, Soak, Stages (with "
+        "--stages) or OpenModel. It sets the number of users over time, in the web UI too.",
     )
     group.add_argument(
         "--ttl-ms",
@@ -344,7 +416,17 @@ def add_arguments(parser: Any) -> None:
         env_var="CACHESTORM_VERDICT",
         action="store_true",
         default=False,
-        help="Run the analysis when the test stops and make its verdict Locust's exit code.",
+        help="Make the verdict of the analysis that ends every run Locust's exit code "
+        "(0 pass, 1 fail, 3 unknown).",
+    )
+    group.add_argument(
+        "--end-analysis",
+        env_var="CACHESTORM_END_ANALYSIS",
+        choices=("on", "off"),
+        default="on",
+        help="on: every run ends with the analysis (summary.json, report.html). off: none unless "
+        "--verdict (for a test that runs the analysis itself, or to measure the analysis's cost).",
+        include_in_web_ui=False,
     )
     group.add_argument(
         "--drain-timeout",
@@ -442,6 +524,7 @@ class Options:
     nemesis: str = ""
     nemesis_netns: str = ""
     check_services: bool = True
+    end_analysis: bool = True
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Options:
@@ -478,6 +561,7 @@ class Options:
             nemesis=getattr(parsed, "nemesis", "") or "",
             nemesis_netns=getattr(parsed, "nemesis_netns", "") or "",
             check_services=getattr(parsed, "check_services", "on") != "off",
+            end_analysis=getattr(parsed, "end_analysis", "on") != "off",
         )
 
     def schedule(self) -> Schedule | None:

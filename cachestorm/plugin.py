@@ -21,6 +21,8 @@ What happens, by role:
 - Every node that runs users (the local runner, or each worker) makes the run's target, records
   each operation around it, and ships the rows to the master in numbered batches
   (:mod:`cachestorm.node`).
+- The web UI, when Locust serves one, gets cachestorm's start form and each run's verdict and
+  report (:mod:`cachestorm.webui`).
 
 The modules: :mod:`~cachestorm.session` (test start, stop and quit), :mod:`~cachestorm.messages`
 (what nodes send each other), :mod:`~cachestorm.signals` (Ctrl-C and SIGTERM),
@@ -34,7 +36,17 @@ from collections.abc import Sequence
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from cachestorm import embedded, locust_fixes, messages, nemesis, procutil, secrecy, signals, target_loader
+from cachestorm import (
+    embedded,
+    locust_fixes,
+    messages,
+    nemesis,
+    procutil,
+    secrecy,
+    signals,
+    target_loader,
+    webui,
+)
 from cachestorm.coordinator import Coordinator
 from cachestorm.embedded import fatal
 from cachestorm.history import Recorder
@@ -56,8 +68,10 @@ def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Ses
     with its line in the log (see :meth:`Session.run_problem`).
     """
     locust_fixes.apply()
-    secrecy.protect(environment)
     runner = environment.runner
+    # Before the secrecy: what the form glue puts in the page is masked with the rest.
+    ui = webui.attach(environment) if not isinstance(runner, WorkerRunner) else None
+    secrecy.protect(environment)
     parsed = environment.parsed_options
     if parsed is None:
         raise RuntimeError("cachestorm needs Locust's parsed options (run it through the locust command)")
@@ -106,6 +120,8 @@ def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Ses
         coordinator.options = Options.from_parsed(parsed)
     messages.wire(environment, session)
     environment.events.test_start.add_listener(session.on_test_start)
+    if ui is not None:
+        environment.events.test_start.add_listener(ui.on_test_start)
     environment.events.test_stop.add_listener(session.on_test_stop)
     environment.events.quitting.add_listener(session.on_quitting)
     environment.cachestorm = session  # type: ignore[attr-defined]

@@ -302,7 +302,8 @@ def test_no_password_reaches_a_page_an_endpoint_a_log_or_a_file(
         reply = fetch(base, "/swarm", form_fields(template_args(page)))
         texts["POST /swarm"] = reply.encode()
         assert json.loads(reply)["success"] is True, reply
-        wait_for(lambda: list(results.glob("*/run.json")), 90, "run.json")
+        # Every run ends with its analysis, whose files are searched for passwords below.
+        wait_for(lambda: list(results.glob("*/report.html")), 120, "the analysis's report.html")
         wait_for(lambda: json.loads(fetch(base, "/stats/requests"))["state"] == "stopped", 30, "the stop")
         for path in ENDPOINTS:
             texts[path] = fetch(base, path).encode()
