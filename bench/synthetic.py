@@ -231,23 +231,46 @@ def _pick(rng: np.random.Generator, candidates: np.ndarray, n: int) -> np.ndarra
     return np.sort(rng.choice(candidates, size=n, replace=False)) if n else candidates[:0]
 
 
+def run_seconds(ops: int) -> float:
+    """How long a run of ``ops`` operations lasts by default: 1800 s per 10M (at least 60)."""
+    return max(60.0, 1800.0 * ops / 10_000_000)
+
+
 def generate(
-    ops: int, keys: int, seed: int, anomalies: int, seconds: float | None = None
+    ops: int,
+    keys: int,
+    seed: int,
+    anomalies: int,
+    seconds: float | None = None,
+    *,
+    shard: int = 0,
+    shards: int = 1,
+    key_offset: int = 0,
+    first_pid: int = 1 + LISTENERS,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The history's columns (codes for strings, ``NULL`` for nulls) and facts about it.
 
-    ``seconds`` is how long the run lasts; by default 1800 s per 10M operations (at least 60).
+    ``seconds`` is how long the run lasts (default :func:`run_seconds`). With ``shards`` > 1 this is
+    shard ``shard`` of a run: its own entity keys (``cs:e:{key_offset}`` on), counters, groups,
+    locks and users (processes from ``first_pid``), over the whole run's time. The WebSocket
+    listeners are the run's, so every shard's ok writes reach them; shard 0 writes their
+    connections and the Redis INFO samples. The run's end (users stop at ``seconds``, connections
+    close 10 s later, then the sweep) is the same for every shard.
     """
     if keys < 1 or keys >= 1 << 20:
         raise ValueError("--keys must be in [1, 2**20)")
-    rng = np.random.default_rng(seed)
-    duration = int((seconds if seconds is not None else max(60.0, 1800.0 * ops / 10_000_000)) * NS_S)
+    rng = np.random.default_rng(seed if shards == 1 else [seed, shard])
+    duration = int((seconds if seconds is not None else run_seconds(ops)) * NS_S)
+    # Users start no operation after the deadline; none lasts 8 s (cap below), so all are done by
+    # the time the listeners disconnect.
+    deadline = T0 + duration
+    ws_close_t = deadline + 10 * NS_S
     rows = Rows()
 
     # ---- user slots, laid out per user -------------------------------------------------------------
     p = np.array(list(KINDS.values()))
     per_slot = 1 + KINDS["read"] * 0.1 + KINDS["write"] * 0.97 * LISTENERS + KINDS["lock"] * 2
-    fixed = keys + 4 * duration // NS_S + COUNTERS
+    fixed = keys + (4 * duration // NS_S if shard == 0 else 0) + COUNTERS
     n_slots = max(int((ops - fixed) / per_slot), 1000)
     n_users = int(np.clip(n_slots // 4000, 16, 2000))
     kind = rng.choice(len(p), size=n_slots, p=p / p.sum()).astype("int8")
@@ -262,6 +285,15 @@ def generate(
     start_of_user = np.maximum.accumulate(np.where(first, np.arange(n_slots), 0))
     offset = rng.integers(0, int(mean_gap), n_users)
     t_slot = T0 + offset[user] + cum - cum[start_of_user]
+    running = t_slot < deadline  # a user's slots grow in time: this drops the tail of each user
+    kind, user, first, gaps, t_slot = (
+        kind[running],
+        user[running],
+        first[running],
+        gaps[running],
+        t_slot[running],
+    )
+    n_slots = len(t_slot)
     next_gap = np.full(n_slots, 10 * NS_S, dtype="int64")
     next_gap[:-1] = np.where(user[1:] == user[:-1], gaps[1:], next_gap[:-1])
     cap = (next_gap * 0.8).astype("int64")  # an operation ends well before its user's next one
@@ -282,7 +314,6 @@ def generate(
     # A user takes a fresh process id after an info operation.
     segment = first.copy()
     segment[1:] |= status[:-1] == INFO
-    first_pid = 1 + LISTENERS
     pid = first_pid + np.cumsum(segment) - 1
 
     # ---- writes --------------------------------------------------------------------------------
@@ -415,10 +446,9 @@ def generate(
 
     # ---- WebSocket listeners: every ok write, to every listener ----------------------------------
     ws_open_t = T0 - 3 * NS_S
-    last_complete = int(max(r_tc.max(initial=T0), w_tc.max(initial=T0)))
-    ws_close_t = last_complete + 2 * NS_S
+    last_complete = ws_close_t - 2 * NS_S
     n_ok = int(w_ok.sum())
-    for listener in range(LISTENERS):
+    for listener in range(LISTENERS if shard == 0 else 0):
         rows.add(
             process=1 + listener,
             f="ws_open",
@@ -687,14 +717,15 @@ def generate(
         )
 
     # ---- Redis INFO samples, once a second --------------------------------------------------------
-    seconds = np.arange(T0, last_complete, NS_S, dtype="int64")
-    n_hits = int(hit.sum())
+    # Shard 0 samples for the whole run: its figures scaled by the shards (figures only, no check).
+    seconds = np.arange(T0, last_complete, NS_S, dtype="int64") if shard == 0 else np.zeros(0, "int64")
+    n_hits = int(hit.sum()) * shards
     progress = (seconds - T0) / max(duration, 1)
     stat_values = (
         np.zeros(len(seconds), dtype="int64"),
         (progress * n_hits).astype("int64"),
-        (progress * (len(ok_r) - n_hits)).astype("int64"),
-        (50_000_000 + 100 * np.minimum(np.arange(len(seconds)), keys)).astype("int64"),
+        (progress * (len(ok_r) * shards - n_hits)).astype("int64"),
+        (50_000_000 + 100 * np.minimum(np.arange(len(seconds)), keys * shards)).astype("int64"),
     )
     s_base = l_base + LOCKS
     for i, values in enumerate(stat_values):
@@ -710,10 +741,10 @@ def generate(
 
     columns = rows.concat()
     key_names = (
-        [f"cs:e:{i}" for i in range(keys)]
-        + [f"cs:c:{i}" for i in range(COUNTERS)]
-        + [f"cs:g:{i}" for i in range(GROUPS)]
-        + [f"cs:l:{i}" for i in range(LOCKS)]
+        [f"cs:e:{key_offset + i}" for i in range(keys)]
+        + [f"cs:c:{shard * COUNTERS + i}" for i in range(COUNTERS)]
+        + [f"cs:g:{shard * GROUPS + i}" for i in range(GROUPS)]
+        + [f"cs:l:{shard * LOCKS + i}" for i in range(LOCKS)]
         + list(STATS)
     )
     facts = {
@@ -721,6 +752,7 @@ def generate(
         "started_ns": T0,
         "stopped_ns": int(sweep_t + NS_MS),
         "planted": planted,
+        "next_pid": next_pid,
     }
     return columns, facts
 
@@ -731,20 +763,16 @@ def _strings(codes: np.ndarray, names: list[str] | tuple[str, ...]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(indices, pa.array(list(names), pa.string())).cast(pa.string())
 
 
-def write_history(
-    out_dir: Path, columns: dict[str, np.ndarray], facts: dict[str, Any], meta: dict[str, Any]
-) -> int:
-    """Parquet parts (rows in completion order, as a collector would write them) and run.json."""
-    history = out_dir / "history"
-    history.mkdir(parents=True, exist_ok=True)
-    for old in history.glob("*.parquet"):
-        old.unlink()
+def write_parts(
+    history: Path, columns: dict[str, np.ndarray], key_names: list[str], first_part: int
+) -> np.ndarray:
+    """One shard's rows as Parquet parts (in completion order, as a collector would write them),
+    numbered from ``first_part``; returns the rows per node."""
     order = np.argsort(columns["t_complete"], kind="stable")
     n = len(order)
     node = np.where(columns["process"] == 0, 0, 1 + columns["process"] % (len(NODES) - 1))
     node_rows = np.bincount(node, minlength=len(NODES))
-    parts = 0
-    for part, lo in enumerate(range(0, n, PART_ROWS)):
+    for part, lo in enumerate(range(0, n, PART_ROWS), start=first_part):
         idx = order[lo : lo + PART_ROWS]
         version, value = columns["version"][idx], columns["value"][idx]
         table = pa.Table.from_arrays(
@@ -752,7 +780,7 @@ def write_history(
                 pa.array(columns["process"][idx], pa.int64()),
                 _strings(node[idx], NODES),
                 _strings(columns["f"][idx], F_NAMES),
-                _strings(columns["key"][idx], facts["key_names"]),
+                _strings(columns["key"][idx], key_names),
                 _strings(columns["status"][idx], STATUSES),
                 pa.array(columns["t_invoke"][idx], pa.int64()),
                 pa.array(columns["t_complete"][idx], pa.int64()),
@@ -766,7 +794,14 @@ def write_history(
         tmp = history / f".part-{part:05d}.parquet.tmp"
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, history / f"part-{part:05d}.parquet")
-        parts += 1
+    return node_rows
+
+
+def write_run(
+    out_dir: Path, facts: dict[str, Any], meta: dict[str, Any], parts: int, node_rows: np.ndarray
+) -> int:
+    """``run.json`` of the synthetic run; returns its row count."""
+    n = int(node_rows.sum())
     run = {
         "schema_version": 2,
         "run_id": f"synthetic-{meta['ops']}-{meta['keys']}-seed{meta['seed']}",
@@ -798,25 +833,78 @@ def write_history(
     return n
 
 
+#: Operations per shard: a shard is generated whole in memory (about 200 bytes per operation), then
+#: written and dropped, so the generator's memory is that of one shard at any length.
+SHARD_OPS = 10_000_000
+
+
+def _split(total: int, shards: int, i: int) -> int:
+    return total // shards + (1 if i < total % shards else 0)
+
+
 def synthesize(
-    out_dir: str | Path, ops: int, keys: int, seed: int, anomalies: int = 100, seconds: float | None = None
+    out_dir: str | Path,
+    ops: int,
+    keys: int,
+    seed: int,
+    anomalies: int = 100,
+    seconds: float | None = None,
+    shard_ops: int = SHARD_OPS,
 ) -> dict[str, Any]:
-    """Generate and write a synthetic results directory; returns what ``planted.json`` holds."""
+    """Generate and write a synthetic results directory; returns what ``planted.json`` holds.
+
+    A run of more than ``shard_ops`` operations is generated in key shards (:func:`generate`), each
+    with ``ops`` and ``keys`` shared out, over the run's whole time, and written as it is made.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    columns, facts = generate(ops, keys, seed, anomalies, seconds)
-    generated = time.perf_counter()
+    history = out / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    for old in history.glob("*.parquet"):
+        old.unlink()
+    shards = max(1, -(-ops // shard_ops))
+    if keys < shards:
+        raise ValueError(f"--keys must be at least the number of shards ({shards})")
+    length = seconds if seconds is not None else run_seconds(ops)
     meta: dict[str, Any] = {"ops": ops, "keys": keys, "seed": seed, "anomalies": anomalies}
     if seconds is not None:
         meta["seconds"] = seconds
-    rows = write_history(out, columns, facts, meta)
+    planted = dict.fromkeys(ANOMALY_KINDS, 0)
+    node_rows = np.zeros(len(NODES), dtype="int64")
+    generate_s = write_s = 0.0
+    parts, key_offset, first_pid = 0, 0, 1 + LISTENERS
+    facts: dict[str, Any] = {}
+    for shard in range(shards):
+        started = time.perf_counter()
+        shard_keys = _split(keys, shards, shard)
+        columns, facts = generate(
+            _split(ops, shards, shard),
+            shard_keys,
+            seed,
+            _split(anomalies, shards, shard),
+            length,
+            shard=shard,
+            shards=shards,
+            key_offset=key_offset,
+            first_pid=first_pid,
+        )
+        generated = time.perf_counter()
+        node_rows += write_parts(history, columns, facts["key_names"], parts)
+        parts += -(-len(columns["t_complete"]) // PART_ROWS)
+        del columns
+        write_s += time.perf_counter() - generated
+        generate_s += generated - started
+        for kind, n in facts["planted"].items():
+            planted[kind] += n
+        key_offset += shard_keys
+        first_pid = facts["next_pid"]
+    rows = write_run(out, facts, meta, parts, node_rows)
     report = {
         **meta,
         "rows": rows,
-        "planted": facts["planted"],
-        "generate_s": round(generated - started, 3),
-        "write_s": round(time.perf_counter() - generated, 3),
+        "shards": shards,
+        "planted": planted,
+        "generate_s": round(generate_s, 3),
+        "write_s": round(write_s, 3),
     }
     (out / "planted.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

@@ -68,10 +68,15 @@ def test_clean_history_passes(tmp_path: Path) -> None:
 
 
 def test_long_history_keeps_every_invariant(tmp_path: Path) -> None:
-    """A run of 5 hours: four times the 2**42 ns (73 minutes) after which packed times used to spill
-    into the next key, restarting its versions. The invariants of docs/history.md, checked directly."""
-    synthesize(tmp_path, ops=200_000, keys=500, seed=4, anomalies=0, seconds=5 * 3600)
+    """A run of 5 hours, made in 4 shards: four times the 2**42 ns (73 minutes) after which packed
+    times used to spill into the next key, restarting its versions. The invariants of
+    docs/history.md, checked directly."""
+    report = synthesize(
+        tmp_path, ops=400_000, keys=800, seed=4, anomalies=0, seconds=5 * 3600, shard_ops=100_000
+    )
+    assert report["shards"] == 4
     h = load_history(tmp_path)
+    assert h["key"].nunique() > 800  # every shard's entity keys, counters, groups and locks
     span = int(h["t_complete"].max() - h["t_invoke"].min())
     assert span > 4 * 2**42
     assert (h["t_complete"] >= h["t_invoke"]).all()
@@ -114,3 +119,13 @@ def test_long_history_keeps_every_invariant(tmp_path: Path) -> None:
 
     verdict = run_checks(h, load_run(tmp_path))
     assert verdict.passed, verdict.failed
+
+
+def test_planted_anomalies_found_exactly_across_shards(tmp_path: Path) -> None:
+    report = synthesize(tmp_path, ops=160_000, keys=3_000, seed=9, anomalies=10, shard_ops=40_000)
+    assert report["shards"] == 4
+    assert all(n == 10 for n in report["planted"].values()), report["planted"]
+    verdict = run_checks(load_history(tmp_path), load_run(tmp_path))
+    for kind, n in report["planted"].items():
+        assert verdict.check(kind).violations == n, kind
+    assert set(verdict.failed) == set(ANOMALY_KINDS)
