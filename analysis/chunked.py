@@ -122,6 +122,9 @@ class _Source:
         #: A row number of the history as its part file and row within it.
         self.where = locate(counts)
         self._spill: Path | None = None
+        #: The row group holding the history's latest ``t_complete``, and that time.
+        self.latest = self._latest()
+        self.horizon_ns = self.latest[1] if self.rows else None
         self.sizes: list[int] = []
 
     def split(self) -> None:
@@ -133,7 +136,7 @@ class _Source:
         sinks: list[Any] = [None] * (self.n_chunks + 1)
         self.sizes = [0] * (self.n_chunks + 1)
         options = pa.ipc.IpcWriteOptions(compression="lz4")
-        latest = self._latest()
+        latest = self.latest
         file_rows: dict[Path, int] = {}
         try:
             for index, (pf, i, first) in enumerate(self.parts):
@@ -321,7 +324,7 @@ def _merge_figures(values: list[Any], name: str, same: tuple[str, ...]) -> Any:
         return {k: _merge_figures([v.get(k) for v in present], k, same) for k in keys}
     if name in same or isinstance(first, bool | str):
         return first
-    if name.startswith(("max", "age_", "p99")) or name.endswith("_max") or name in ("span_s",):
+    if name.startswith(("max", "age_", "p99", "latency_p")) or name.endswith("_max") or name in ("span_s",):
         return max(present)
     if name.startswith(("mean", "ops_per_s", "accepted_per_s", "watch_abort_rate", "ratio")):
         return None  # recomputed from the merged counts
@@ -425,7 +428,7 @@ def _judge_parts(source: _Source, run: dict[str, Any] | None, options: Options) 
         check_versions(frame, options.tolerance_ns, _placed(source, rows))
         # Checks of one partition share its derived arrays (stale flags for stale_read and eviction).
         with sharing(frame):
-            context = Context(frame, run, options, len(frame))
+            context = Context(frame, run, options, len(frame), horizon_ns=source.horizon_ns)
             for check in local:
                 result = check.call(context)
                 result.examples = _remap(result.examples, rows)

@@ -61,6 +61,9 @@ class Context:
     run: dict[str, Any] | None
     options: Options
     rows: int | None = None
+    #: The latest ``t_complete`` of the whole history, when ``history`` is a part of it (a key
+    #: partition): where the connections still open at the end end.
+    horizon_ns: int | None = None
 
 
 class Chunking(Enum):
@@ -162,6 +165,11 @@ def _h(context: Context) -> pd.DataFrame:
 def _hit_ratio(figures: dict[str, Any]) -> None:
     total = figures["hits"] + figures["misses"]
     figures["ratio"] = figures["hits"] / total if total else None
+
+
+def _delivery_ratio(figures: dict[str, Any]) -> None:
+    judged = figures["judged"]
+    figures["delivery_ratio"] = figures["delivered"] / judged if judged else None
 
 
 def _watch_abort_rate(figures: dict[str, Any]) -> None:
@@ -276,11 +284,14 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "ws_delivery",
         lambda c: coherence.check_ws_delivery(
-            _h(c), c.options.ws_grace_ns, c.options.tolerance_ns, c.options.examples
+            _h(c), c.options.ws_grace_ns, c.options.tolerance_ns, c.options.examples, c.horizon_ns
         ),
-        Chunking.WHOLE,
+        # Key-local but for the connections (keyless ws_open, ws_close and ws_gap rows, given to
+        # every partition) and the history's end (Context.horizon_ns).
+        Chunking.PARTITION,
         reads=(WS_OPEN, WS_RECV, WS_CLOSE, WS_GAP, UI_READ, WRITE),
         ok_only=(WRITE,),
+        broadcast=(WS_OPEN, WS_CLOSE, WS_GAP),
         console=(
             "listeners",
             "expected",
@@ -295,6 +306,9 @@ CHECKS: tuple[Check, ...] = (
         headline=("missing", "expected"),
         anchor="ws_delivery-fails-when-a-delivery-is-missing",
         needed_by=("WebSocketListener",),
+        same=("listeners", "connections", "notifier_gaps", "seq_holes", "seq_missed", "grace_s"),
+        approx=("latency_p50_us", "latency_p95_us", "latency_p99_us"),
+        recompute=_delivery_ratio,
     ),
     Check(
         "divergence",
