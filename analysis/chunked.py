@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis.kernels import sharing
+from analysis.kernels import Run, sharing
 from analysis.load import (
     ADDED_IN_V2,
     CATEGORICAL,
@@ -122,6 +122,7 @@ class _Source:
         #: A row number of the history as its part file and row within it.
         self.where = locate(counts)
         self._spill: Path | None = None
+        self._spilled = 0
         #: The row group holding the history's latest ``t_complete``, and that time.
         self.latest = self._latest()
         self.horizon_ns = self.latest[1] if self.rows else None
@@ -218,6 +219,17 @@ class _Source:
         for mask in masks:
             out.append((frame.loc[mask].reset_index(drop=True), rows[mask]))
         return out
+
+    def spilled(self, collected: Any) -> Any:
+        """``collected`` with the values of each :class:`analysis.kernels.Run` in it (at the top or
+        in a dict) moved to a spill file: one int64 per operation is not kept in memory."""
+        assert self._spill is not None
+        if isinstance(collected, Run):
+            self._spilled += 1
+            return collected.spill(self._spill / f"run-{self._spilled}.npy")
+        if isinstance(collected, dict):
+            return {k: self.spilled(v) for k, v in collected.items()}
+        return collected
 
     def close(self) -> None:
         """Removes the spill files."""
@@ -438,7 +450,7 @@ def _judge_parts(source: _Source, run: dict[str, Any] | None, options: Options) 
                 kept[check.name].append(check.keep(frame))
         for check in aggregates:
             assert check.collect is not None
-            collected[check.name].append(check.collect(frame))
+            collected[check.name].append(source.spilled(check.collect(frame)))
         del frame, rows
 
     by_name: dict[str, CheckResult] = {c.name: _merge(c, results[c.name], kept[c.name], n) for c in local}

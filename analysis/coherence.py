@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.arrays import _count_before, _distinct, _member, _regressions, _sorted_unique, _worst
 from analysis.kernels import (
+    Run,
     _codes,
     _equals,
     _examples,
@@ -34,6 +35,7 @@ from analysis.kernels import (
     first_missed_writes,
     group_durations,
     latency_stats,
+    latency_stats_of_runs,
     stale_flags,
 )
 from analysis.load import normalise
@@ -473,10 +475,16 @@ def check_latency(history: pd.DataFrame) -> CheckResult:
     return latency_result(group_durations(normalise(history)))
 
 
-def latency_result(durations: dict[str, np.ndarray]) -> CheckResult:
-    """The ``latency`` check's result from the latencies (ns) of every group, however collected."""
+def latency_result(
+    durations: dict[str, np.ndarray] | None = None, runs: dict[str, list[Run]] | None = None
+) -> CheckResult:
+    """The ``latency`` check's result from the latencies (ns) of every group, however collected:
+    whole (``durations``), or as sorted runs (``runs``, from partitions) that give the same figures."""
     name = "latency"
-    groups = {g: latency_stats(values) for g, values in durations.items()}
+    if runs is not None:
+        groups = {g: latency_stats_of_runs(values) for g, values in runs.items()}
+    else:
+        groups = {g: latency_stats(values) for g, values in (durations or {}).items()}
     if all(s["count"] == 0 for s in groups.values()):
         return CheckResult.skip(name, "no ok operations to time", groups)
     return CheckResult(name, passed=True, figures=groups)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import cascade, coherence, contention, open_model, runinfo, tiers
-from analysis.kernels import group_durations
+from analysis.kernels import Run, group_durations
 from analysis.ops import (
     CONTENTION_LATENCY_OPS,
     COUNTER_READ,
@@ -224,8 +224,13 @@ def _leg_count(figures: dict[str, Any]) -> None:
     figures["legs_count"] = len(figures.get("legs") or {})
 
 
-def _latency(parts: list[dict[str, np.ndarray]]) -> CheckResult:
-    return coherence.latency_result({g: np.concatenate([p[g] for p in parts]) for g in LATENCY_GROUPS})
+def _sorted_durations(frame: pd.DataFrame) -> dict[str, Run]:
+    # Sorted, so that the merge finds the exact percentiles without concatenating the partitions'.
+    return {g: Run.of(v) for g, v in group_durations(frame).items()}
+
+
+def _latency(parts: list[dict[str, Run]]) -> CheckResult:
+    return coherence.latency_result(runs={g: [p[g] for p in parts] for g in LATENCY_GROUPS})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,7 +347,7 @@ CHECKS: tuple[Check, ...] = (
         gates=False,
         anchor="latency-never-fails-by-itself",
         needed_by=("CacheReader", "CacheWriter"),
-        collect=group_durations,
+        collect=_sorted_durations,
         combine=_latency,
     ),
     Check(

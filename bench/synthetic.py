@@ -718,14 +718,14 @@ def generate(
 
     # ---- Redis INFO samples, once a second --------------------------------------------------------
     # Shard 0 samples for the whole run: its figures scaled by the shards (figures only, no check).
-    seconds = np.arange(T0, last_complete, NS_S, dtype="int64") if shard == 0 else np.zeros(0, "int64")
+    sampled = np.arange(T0, last_complete, NS_S, dtype="int64") if shard == 0 else np.zeros(0, "int64")
     n_hits = int(hit.sum()) * shards
-    progress = (seconds - T0) / max(duration, 1)
+    progress = (sampled - T0) / max(duration, 1)
     stat_values = (
-        np.zeros(len(seconds), dtype="int64"),
+        np.zeros(len(sampled), dtype="int64"),
         (progress * n_hits).astype("int64"),
         (progress * (len(ok_r) * shards - n_hits)).astype("int64"),
-        (50_000_000 + 100 * np.minimum(np.arange(len(seconds)), keys * shards)).astype("int64"),
+        (50_000_000 + 100 * np.minimum(np.arange(len(sampled)), keys * shards)).astype("int64"),
     )
     s_base = l_base + LOCKS
     for i, values in enumerate(stat_values):
@@ -734,8 +734,8 @@ def generate(
             f="redis_stat",
             key=s_base + i,
             status=OK,
-            t_invoke=seconds,
-            t_complete=seconds + 200 * NS_US,
+            t_invoke=sampled,
+            t_complete=sampled + 200 * NS_US,
             value=values,
         )
 

@@ -149,3 +149,18 @@ def test_partitions_split_the_rows(results: Path) -> None:
 def test_bad_chunk_count(results: Path) -> None:
     with pytest.raises(ValueError):
         run_checks_chunked(results, 0)
+
+
+def test_latency_of_sorted_runs_equals_the_whole() -> None:
+    """The partitions' sorted runs give numpy's percentiles of the concatenation, digit for digit."""
+    from analysis.kernels import Run, latency_stats, latency_stats_of_runs  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    for n, splits in ((1, 1), (2, 2), (7, 3), (10_001, 4), (250_000, 9)):
+        values = (rng.lognormal(13, 1.5, n)).astype("int64")
+        values[: n // 10] = values[0]  # ties
+        rng.shuffle(values)
+        cuts = np.sort(rng.integers(0, n + 1, splits - 1))
+        runs = [Run.of(part) for part in np.split(values, cuts)]
+        assert latency_stats_of_runs(runs) == latency_stats(values), (n, splits)
+    assert latency_stats_of_runs([Run.of(np.zeros(0, dtype="int64"))])["p50"] is None
