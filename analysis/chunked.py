@@ -168,8 +168,7 @@ class _Source:
                 key = pc.cast(table.column("key"), pa.string())
                 table = table.set_column(COLUMNS.index("key"), "key", key)
                 table = table.append_column(ROW, pa.array(first + np.arange(table.num_rows, dtype="int64")))
-                every = bucket == EVERY
-                selections = [np.flatnonzero((bucket == b) | every) for b in range(self.n_chunks)]
+                selections = _selections(bucket, self.n_chunks)
                 tables = [table.take(pa.array(picked)) for picked in selections]
                 if self.whole:
                     masks = _whole_masks(table, self.whole, latest if index == latest[0] else None)
@@ -253,6 +252,22 @@ class _Source:
         """Removes the spill files."""
         if self._spill is not None:
             shutil.rmtree(self._spill, ignore_errors=True)
+
+
+def _selections(bucket: np.ndarray, n_chunks: int) -> list[np.ndarray]:
+    """Per partition, its rows' indices in row order, those of :data:`EVERY` included.
+
+    One stable sort by partition, not one pass over every row per partition.
+    """
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(n_chunks + 1), side="left")
+    every = order[bounds[n_chunks] :]
+    every = every[bucket[every] == EVERY]
+    out = []
+    for b in range(n_chunks):
+        mine = order[bounds[b] : bounds[b + 1]]
+        out.append(np.sort(np.concatenate([mine, every])) if len(every) else mine)
+    return out
 
 
 def _open(file: Path) -> pq.ParquetFile:
