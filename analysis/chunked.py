@@ -3,35 +3,37 @@
     from analysis.chunked import run_checks_chunked
     verdict = run_checks_chunked("RESULTS", n_chunks=4)
 
-The history is read ``n_chunks`` times, one row group at a time, keeping each time only the rows
-whose key hashes (CRC-32 of the key string) into the partition; rows without a key go to partition
-0. Only one partition (plus one row group) is in memory at once. Two more passes read the keys (to
-assign partitions) and the rows of the global checks below. The checks of one partition share its
-derived arrays (:func:`analysis.kernels.sharing`). Strings are read as dictionaries
-(pandas categoricals, no Python string objects) and nullable integers straight into ``Int64``.
+The history is read once, one row group at a time (:class:`_Source`): each row group's rows are
+checked and appended to the spill file of the partition their key hashes into (a hash of the key's
+bytes, per dictionary entry; rows without a key go to partition 0), with their row numbers. Then
+the partitions are read back one at a time; only one partition (or, during the split, one row
+group) is in memory at once. The checks of one partition share its derived arrays
+(:func:`analysis.kernels.sharing`). Strings become categoricals (no Python string objects per row)
+and nullable integers go straight into ``Int64``.
 
-Per partition (exact: every row a check compares with another shares its key):
-``stale_read``, ``future_read``, ``monotonic_read`` (per process and key), ``divergence``,
-``hit_ratio``, ``counter``, ``stampede``, ``tx_atomicity``, ``lock_safety`` and ``eviction`` (the
-``redis_stat`` rows, a few per second, are given to every partition so each sees the same eviction
-window; its stale reads are key-local). Global, on subsets that fit in memory: ``ws_delivery`` (ok
-writes and ``ws_*`` rows, plus the row that ends the history, which bounds open connections),
-``invalidation_latency`` (``invalidate_batch`` rows), ``latency`` (the durations of every group are
-kept from the partitions, one int64 per ok operation, and the figures computed once over all of
-them, so they are exact) and ``history_complete`` (``run.json`` and the row count).
-``open_model_latency`` is aggregated per partition (:func:`analysis.open_model.collect`: counts per
-HdrHistogram bucket, sums, first and last stamps) and the aggregates merged, which is exact: its
-figures equal the in-memory ones.
+Per partition (exact: every row a check compares with another shares its key): ``stale_read``,
+``future_read``, ``monotonic_read`` (per process and key), ``ws_delivery`` (the keyless
+``ws_open``, ``ws_close`` and ``ws_gap`` rows go to every partition, and the end of the whole
+history, which ends the connections still open, is given as ``Context.horizon_ns``),
+``divergence``, ``hit_ratio``, ``counter``, ``stampede``, ``tx_atomicity``, ``lock_safety``,
+``eviction`` (the ``redis_stat`` rows, a few per second, go to every partition so each sees the
+same eviction window; its stale reads are key-local), ``tier_staleness`` and ``cascade``. Once, on
+the rows it reads: ``invalidation_latency`` (``invalidate_batch`` rows). Aggregated per partition
+and combined exactly: ``latency`` (each partition's durations sorted and spilled to a
+memory-mapped file; the percentiles found over those runs equal numpy's over all of them) and
+``open_model_latency`` (:func:`analysis.open_model.collect`: counts per HdrHistogram bucket, sums,
+first and last stamps). ``history_complete`` comes from ``run.json`` and the row count.
 
 Merging partition results: ``violations`` and counts are summed; maxima take the maximum; ratios and
 means are recomputed from the merged counts. Where the exact figure cannot be rebuilt from the
 partitions' figures it is an approximation, listed in the check's ``merged_approx`` figure:
 ``stale_read`` age percentiles p50/p99 (the largest partition value, an upper bound; the max is
-exact), ``stampede`` ``p99_loads_per_epoch`` (largest partition value), ``lock_safety``
-``by_source`` ``span_s`` (largest partition span, a lower bound, hence rates an upper bound) and a
-guarded write's mode when it has no ``source`` (looked up among the partition's acquisitions only).
+exact), ``ws_delivery`` notification latency p50/p95/p99 (likewise), ``stampede``
+``p99_loads_per_epoch`` (largest partition value), ``lock_safety`` ``by_source`` ``span_s``
+(largest partition span, a lower bound, hence rates an upper bound) and a guarded write's mode
+when it has no ``source`` (looked up among the partition's acquisitions only).
 ``monotonic_read`` ``processes`` and ``stampede`` ``peak_db_loads_per_s`` are exact (kept values).
-Examples are the first ones of the partitions, with ``row`` remapped to the row number in
+Examples are the first ones of the partitions, with ``row`` remapped at once to the row number in
 :func:`analysis.load_history` order, not necessarily the worst overall.
 """
 
