@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -164,3 +165,31 @@ def test_latency_of_sorted_runs_equals_the_whole() -> None:
         runs = [Run.of(part) for part in np.split(values, cuts)]
         assert latency_stats_of_runs(runs) == latency_stats(values), (n, splits)
     assert latency_stats_of_runs([Run.of(np.zeros(0, dtype="int64"))])["p50"] is None
+
+
+def test_restarted_versions_are_refused_in_memory_and_in_chunks(tmp_path: Path) -> None:
+    """The generator defect of issue 11: one key's versions start again from 1 (..., 3, 1, ...).
+    Refused before anything is judged, naming the key and the two rows, in both modes."""
+    from analysis.load import InputError, load_results  # noqa: PLC0415
+
+    synthesize(tmp_path, ops=30_000, keys=200, seed=2, anomalies=0)
+    parts = sorted((tmp_path / "history").glob("part-*.parquet"))
+    table = pq.read_table(parts[-1])
+    f = table.column("f").to_numpy(zero_copy_only=False)
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    version = table.column("version").to_numpy(zero_copy_only=False)
+    third = int(np.flatnonzero((f == "write") & (status == "ok") & (version == 3))[0])
+    key = table.column("key")[third].as_py()
+    version = table.column("version").to_pylist()
+    version[third] = 1
+    table = table.set_column(
+        table.schema.get_field_index("version"), "version", pa.array(version, pa.int64())
+    )
+    pq.write_table(table, parts[-1])
+    for refuse in (lambda: load_results(tmp_path), lambda: run_checks_chunked(tmp_path, 3)):
+        with pytest.raises(InputError, match="both committed version 1") as refused:
+            refuse()
+        line = str(refused.value)
+        assert f"key {key!r}" in line and "\n" not in line
+        assert len(re.findall(r"part-\d+\.parquet row \d+", line)) == 2, line
+    assert not list(Path("/tmp").glob("cachestorm-chunks-*/1.arrows"))
