@@ -165,10 +165,6 @@ class _Source:
                 table = with_added_columns(table).select(list(COLUMNS))
                 bucket = _bucket_of(table.column("key").combine_chunks(), self.n_chunks)
                 bucket[_f_in(table, BROADCAST)] = EVERY
-                # Keys as plain strings: each partition's keys are then encoded once, as one
-                # dictionary, instead of carrying every row group's whole key dictionary along.
-                key = pc.cast(table.column("key"), pa.string())
-                table = table.set_column(COLUMNS.index("key"), "key", key)
                 table = table.append_column(ROW, pa.array(first + np.arange(table.num_rows, dtype="int64")))
                 selections = _selections(bucket, self.n_chunks)
                 tables = [table.take(pa.array(picked)) for picked in selections]
@@ -180,9 +176,14 @@ class _Source:
                         part = part.append_column(f"{WHOLE}{j}", pa.array(mask[picked]))
                     selections.append(picked)
                     tables.append(part)
-                for b, (picked, part) in enumerate(zip(selections, tables, strict=True)):
+                for b, (picked, taken) in enumerate(zip(selections, tables, strict=True)):
                     if not len(picked):
                         continue
+                    # Keys as plain strings: each partition's keys are then encoded once, as one
+                    # dictionary, instead of carrying every row group's whole key dictionary along.
+                    # Cast after the take: taking dictionary indices is cheaper than taking strings.
+                    key = pc.cast(taken.column("key"), pa.string())
+                    part = taken.set_column(COLUMNS.index("key"), "key", key)
                     if writers[b] is None:
                         sinks[b] = pa.OSFile(str(self._spill / f"{b}.arrows"), "wb")
                         writers[b] = pa.ipc.new_stream(sinks[b], part.schema, options=options)
@@ -190,7 +191,7 @@ class _Source:
                     assert writer is not None
                     writer.write_table(part)
                     self.sizes[b] += len(picked)
-                del table, tables, part
+                del table, tables
             if pf is not None:
                 pf.close()
             # Arrow's allocator keeps what it freed unless asked; the partitions come next.
