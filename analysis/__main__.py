@@ -32,11 +32,21 @@ BYTES_PER_ROW = 300
 MAX_CHUNKS = 254
 
 
+#: The most a partition may need when the history is partitioned at all: the chunked mode's
+#: peak is about one partition (bench/checker_speed.py: 1.6 GiB for partitions of 5.8M rows), so
+#: this keeps it near 2-3 GB however much memory the machine has.
+PARTITION_BYTES = 2 * 1024**3
+
+
 def chunks_for(rows: int, available: int) -> int:
-    """How many key partitions keep a history of ``rows`` within half of ``available`` bytes."""
+    """How many key partitions keep a history of ``rows`` within half of ``available`` bytes:
+    none (1) when it fits, else enough that each needs at most half of ``available`` and at most
+    :data:`PARTITION_BYTES`, plus one for the unevenness of a hash partition."""
     need = rows * BYTES_PER_ROW
     budget = max(available // 2, 1)
-    return 1 if need <= budget else min(MAX_CHUNKS, -(-need // budget) + 1)
+    if need <= budget:
+        return 1
+    return min(MAX_CHUNKS, -(-need // min(budget, PARTITION_BYTES)) + 1)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

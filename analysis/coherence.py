@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.arrays import _count_before, _distinct, _member, _regressions, _sorted_unique, _worst
 from analysis.kernels import (
+    Run,
     _codes,
     _equals,
     _examples,
@@ -34,6 +35,7 @@ from analysis.kernels import (
     first_missed_writes,
     group_durations,
     latency_stats,
+    latency_stats_of_runs,
     stale_flags,
 )
 from analysis.load import normalise
@@ -214,11 +216,12 @@ def check_monotonic_read(history: pd.DataFrame, examples: int = 5) -> CheckResul
     return CheckResult(name, passed=count == 0, violations=count, figures=figures, examples=shown)
 
 
-def _connections(history: pd.DataFrame, grace_ns: int) -> pd.DataFrame:
+def _connections(history: pd.DataFrame, grace_ns: int, horizon_ns: int | None = None) -> pd.DataFrame:
     """One row per opened connection: process and the window in which writes must be delivered.
 
     A connection opened by an ok ``ws_open`` ends at the process's next ``ws_close``, or at its next
-    ``ws_open`` if it reopened without a close being recorded, or else at the end of the history.
+    ``ws_open`` if it reopened without a close being recorded, or else at the end of the history
+    (``horizon_ns`` when ``history`` is a part of it, else its own latest ``t_complete``).
     """
     opens = history.loc[_is(history, "ws_open"), ["process", "t_invoke", "t_complete"]]
     opens = opens.sort_values(["process", "t_invoke"], kind="stable").reset_index(drop=True)
@@ -227,7 +230,7 @@ def _connections(history: pd.DataFrame, grace_ns: int) -> pd.DataFrame:
     closes = history.loc[_is(history, "ws_close", None), ["process", "t_invoke"]].rename(
         columns={"t_invoke": "close_t"}
     )
-    horizon = int(history["t_complete"].max())
+    horizon = int(history["t_complete"].max()) if horizon_ns is None else horizon_ns
     end = np.full(len(opens), horizon, dtype="int64")
     if len(closes):
         merged = pd.merge_asof(
@@ -285,7 +288,11 @@ def _in_gap(t_invoke: np.ndarray, t_complete: np.ndarray, starts: np.ndarray, en
 
 
 def check_ws_delivery(
-    history: pd.DataFrame, grace_ns: int = NS_PER_S, tolerance_ns: int = 0, examples: int = 5
+    history: pd.DataFrame,
+    grace_ns: int = NS_PER_S,
+    tolerance_ns: int = 0,
+    examples: int = 5,
+    horizon_ns: int | None = None,
 ) -> CheckResult:
     """Every ok write committed while a listener was connected must reach that listener.
 
@@ -304,7 +311,7 @@ def check_ws_delivery(
     if not ws.any():
         return CheckResult.skip(name, "no WebSocket listener rows (ws_open/ws_recv/ws_close)")
     listeners = np.unique(history["process"].to_numpy()[ws])
-    conns = _connections(history, grace_ns)
+    conns = _connections(history, grace_ns, horizon_ns)
     writes = _ok_ops(history, "write").sort_values("t_complete", kind="stable").reset_index(drop=True)
     recv = _ops(history, _is(history, "ws_recv"))
     recv = recv.loc[recv["version"] >= 0].reset_index(drop=True)
@@ -468,10 +475,16 @@ def check_latency(history: pd.DataFrame) -> CheckResult:
     return latency_result(group_durations(normalise(history)))
 
 
-def latency_result(durations: dict[str, np.ndarray]) -> CheckResult:
-    """The ``latency`` check's result from the latencies (ns) of every group, however collected."""
+def latency_result(
+    durations: dict[str, np.ndarray] | None = None, runs: dict[str, list[Run]] | None = None
+) -> CheckResult:
+    """The ``latency`` check's result from the latencies (ns) of every group, however collected:
+    whole (``durations``), or as sorted runs (``runs``, from partitions) that give the same figures."""
     name = "latency"
-    groups = {g: latency_stats(values) for g, values in durations.items()}
+    if runs is not None:
+        groups = {g: latency_stats_of_runs(values) for g, values in runs.items()}
+    else:
+        groups = {g: latency_stats(values) for g, values in (durations or {}).items()}
     if all(s["count"] == 0 for s in groups.values()):
         return CheckResult.skip(name, "no ok operations to time", groups)
     return CheckResult(name, passed=True, figures=groups)

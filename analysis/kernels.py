@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -358,12 +360,88 @@ def group_labels(history: pd.DataFrame, groups: Iterable[str]) -> np.ndarray:
     return labels
 
 
+LATENCY_PERCENTILES = {"p50": 50, "p95": 95, "p99": 99, "p99_9": 99.9, "max": 100}
+
+
 def latency_stats(values_ns: np.ndarray) -> dict[str, Any]:
     """Count, exact percentiles, max and mean of nanosecond durations, in microseconds."""
     stats: dict[str, Any] = {"count": len(values_ns)}
-    stats.update(_percentiles_us(values_ns, {"p50": 50, "p95": 95, "p99": 99, "p99_9": 99.9, "max": 100}))
-    stats["mean"] = round(float(np.mean(values_ns)) / NS_PER_US, 3) if len(values_ns) else None
+    stats.update(_percentiles_us(values_ns, LATENCY_PERCENTILES))
+    stats["mean"] = _mean_us(int(np.sum(values_ns, dtype="int64")), len(values_ns))
     return stats
+
+
+def _mean_us(total_ns: int, count: int) -> float | None:
+    # From the integer sum, so that the sum of partitions' sums gives the very same mean.
+    return round(total_ns / count / NS_PER_US, 3) if count else None
+
+
+@dataclass(frozen=True)
+class Run:
+    """Sorted integer values (nanoseconds) and their sum: one partition's share of a figure over
+    the whole history. :meth:`spill` moves the values to a file, memory-mapped, so that a run of
+    every partition is kept without keeping any in memory."""
+
+    values: np.ndarray
+    total: int
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Run:
+        return cls(np.sort(values), int(np.sum(values, dtype="int64")))
+
+    def spill(self, file: Path) -> Run:
+        np.save(file, self.values)
+        return Run(np.load(file, mmap_mode="r"), self.total)
+
+
+def latency_stats_of_runs(runs: list[Run]) -> dict[str, Any]:
+    """:func:`latency_stats` of the concatenation of ``runs``' values without concatenating them
+    (they may be memory-mapped spill files; only a few pages of each are read): the same figures,
+    to the last digit."""
+    count = sum(len(r.values) for r in runs)
+    stats: dict[str, Any] = {"count": count}
+    stats.update(percentiles_of_runs_us([r.values for r in runs], LATENCY_PERCENTILES))
+    stats["mean"] = _mean_us(sum(r.total for r in runs), count)
+    return stats
+
+
+def _kth(runs: list[np.ndarray], k: int) -> int:
+    """The ``k``-th smallest (from 0) value of sorted integer ``runs`` together: the least ``v``
+    with more than ``k`` values at most ``v``, by bisection on the value (64 steps at most)."""
+    lo = min(int(r[0]) for r in runs)
+    hi = max(int(r[-1]) for r in runs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sum(int(np.searchsorted(r, mid, side="right")) for r in runs) > k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def percentiles_of_runs_us(runs: list[np.ndarray], spec: dict[str, float]) -> dict[str, float | None]:
+    """:func:`_percentiles_us` of the concatenation of sorted nanosecond ``runs``: numpy's linear
+    method (``np.percentile``) step by step, on the two order statistics each percentile needs."""
+    runs = [r for r in runs if len(r)]
+    n = sum(len(r) for r in runs)
+    if n == 0:
+        return dict.fromkeys(spec)
+    quantiles = np.true_divide(np.asarray(list(spec.values()), dtype="float64"), 100)
+    out: dict[str, float | None] = {}
+    for name, q in zip(spec, quantiles, strict=True):
+        virtual = (n - 1) * q
+        below = int(np.floor(virtual))
+        if virtual >= n - 1:
+            a = b = np.float64(_kth(runs, n - 1)) / NS_PER_US
+            gamma = virtual - (-1)  # numpy's index -1: any weight, a equals b
+        else:
+            a = np.float64(_kth(runs, below)) / NS_PER_US
+            b = np.float64(_kth(runs, below + 1)) / NS_PER_US
+            gamma = virtual - below
+        diff = b - a
+        value = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+        out[name] = round(float(value), 3)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import cascade, coherence, contention, open_model, runinfo, tiers
-from analysis.kernels import group_durations
+from analysis.kernels import Run, group_durations
 from analysis.ops import (
     CONTENTION_LATENCY_OPS,
     COUNTER_READ,
@@ -61,6 +61,9 @@ class Context:
     run: dict[str, Any] | None
     options: Options
     rows: int | None = None
+    #: The latest ``t_complete`` of the whole history, when ``history`` is a part of it (a key
+    #: partition): where the connections still open at the end end.
+    horizon_ns: int | None = None
 
 
 class Chunking(Enum):
@@ -164,6 +167,11 @@ def _hit_ratio(figures: dict[str, Any]) -> None:
     figures["ratio"] = figures["hits"] / total if total else None
 
 
+def _delivery_ratio(figures: dict[str, Any]) -> None:
+    judged = figures["judged"]
+    figures["delivery_ratio"] = figures["delivered"] / judged if judged else None
+
+
 def _watch_abort_rate(figures: dict[str, Any]) -> None:
     transfers = figures["transfers_ok"] + figures["transfers_fail"] + figures["transfers_info"]
     figures["watch_abort_rate"] = figures["transfers_fail"] / transfers if transfers else None
@@ -216,8 +224,13 @@ def _leg_count(figures: dict[str, Any]) -> None:
     figures["legs_count"] = len(figures.get("legs") or {})
 
 
-def _latency(parts: list[dict[str, np.ndarray]]) -> CheckResult:
-    return coherence.latency_result({g: np.concatenate([p[g] for p in parts]) for g in LATENCY_GROUPS})
+def _sorted_durations(frame: pd.DataFrame) -> dict[str, Run]:
+    # Sorted, so that the merge finds the exact percentiles without concatenating the partitions'.
+    return {g: Run.of(v) for g, v in group_durations(frame).items()}
+
+
+def _latency(parts: list[dict[str, Run]]) -> CheckResult:
+    return coherence.latency_result(runs={g: [p[g] for p in parts] for g in LATENCY_GROUPS})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,11 +289,14 @@ CHECKS: tuple[Check, ...] = (
     Check(
         "ws_delivery",
         lambda c: coherence.check_ws_delivery(
-            _h(c), c.options.ws_grace_ns, c.options.tolerance_ns, c.options.examples
+            _h(c), c.options.ws_grace_ns, c.options.tolerance_ns, c.options.examples, c.horizon_ns
         ),
-        Chunking.WHOLE,
+        # Key-local but for the connections (keyless ws_open, ws_close and ws_gap rows, given to
+        # every partition) and the history's end (Context.horizon_ns).
+        Chunking.PARTITION,
         reads=(WS_OPEN, WS_RECV, WS_CLOSE, WS_GAP, UI_READ, WRITE),
         ok_only=(WRITE,),
+        broadcast=(WS_OPEN, WS_CLOSE, WS_GAP),
         console=(
             "listeners",
             "expected",
@@ -295,6 +311,9 @@ CHECKS: tuple[Check, ...] = (
         headline=("missing", "expected"),
         anchor="ws_delivery-fails-when-a-delivery-is-missing",
         needed_by=("WebSocketListener",),
+        same=("listeners", "connections", "notifier_gaps", "seq_holes", "seq_missed", "grace_s"),
+        approx=("latency_p50_us", "latency_p95_us", "latency_p99_us"),
+        recompute=_delivery_ratio,
     ),
     Check(
         "divergence",
@@ -328,7 +347,7 @@ CHECKS: tuple[Check, ...] = (
         gates=False,
         anchor="latency-never-fails-by-itself",
         needed_by=("CacheReader", "CacheWriter"),
-        collect=group_durations,
+        collect=_sorted_durations,
         combine=_latency,
     ),
     Check(

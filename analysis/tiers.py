@@ -51,6 +51,15 @@ def tier_of(source: Any) -> str:
     return {"hit": "cache", "miss": "db"}.get(source, source)
 
 
+def _tiers(source: pd.Series) -> np.ndarray:
+    """:func:`tier_of` of each value: once per category of a categorical, not once per read."""
+    if not isinstance(source.dtype, pd.CategoricalDtype):
+        return np.array([tier_of(s) for s in source.astype(object)], dtype=object)
+    per_category = [tier_of(c) for c in source.cat.categories] + [tier_of(None)]
+    codes = np.asarray(source.cat.codes)  # -1 for a null: the last entry
+    return np.array(per_category, dtype=object)[codes]
+
+
 def _first_missed_complete(stale: pd.DataFrame, writes: pd.DataFrame) -> np.ndarray:
     """Per stale read (``key``, ``version``): when the first write of its key above its version completed.
 
@@ -104,9 +113,8 @@ def check_tier_staleness(
     history = normalise(history)
     reads, writes, stale = stale_flags(history, tolerance_ns)
     ui = _ops(history, _is(history, "ui_read"))
-    sweep = history.loc[
-        _is(history, "sweep") & history["source"].astype("string").str.contains(":").fillna(False)
-    ]
+    sweep = history.loc[_is(history, "sweep")]
+    sweep = sweep.loc[sweep["source"].astype("string").str.contains(":").fillna(False)]
     sourced = reads["source"].notna().to_numpy() if len(reads) else np.zeros(0, dtype=bool)
     if not sourced.any() and len(ui) == 0 and len(sweep) == 0:
         return CheckResult.skip(
@@ -116,7 +124,7 @@ def check_tier_staleness(
         )
     tiers: dict[str, dict[str, Any]] = {}
     shown: list[dict[str, Any]] = []
-    names = np.array([tier_of(s) for s in reads["source"].astype(object)], dtype=object)
+    names = _tiers(reads["source"])
     for tier in sorted(set(names)):
         mine = names == tier
         figures, worst = _tier_figures(history, reads.loc[mine], stale[mine], writes, PER_TIER_EXAMPLES)

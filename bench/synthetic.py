@@ -47,8 +47,7 @@ NS_MS = 1_000_000
 NS_S = 1_000_000_000
 NULL = np.iinfo("int64").min  # sentinel for a null version / value
 T0 = 1_763_600_000 * NS_S  # fixed start, so that the output depends on the seed only
-BASE = T0 - 60 * NS_S  # times are packed as (key << 42) | (t - BASE): 2**42 ns is 73 minutes
-SHIFT = 42
+RANK_BITS = 40  # events are ordered as (key << RANK_BITS) | rank of their time (_Timeline)
 PART_ROWS = 1_000_000
 LISTENERS = 2
 COUNTERS, GROUPS, LOCKS = 16, 8, 32
@@ -166,29 +165,64 @@ def _zipf_keys(rng: np.random.Generator, n_keys: int, n: int, s: float = 0.9) ->
     return rng.permutation(n_keys)[ranks].astype("int64")
 
 
-def _pack(key: np.ndarray, t: np.ndarray) -> np.ndarray:
-    return (key.astype("int64") << SHIFT) | (t - BASE)
+class _Timeline:
+    """Events of several keys, each with a time (and a weight): per (key, t), what lies before t.
 
+    Events are ordered by key, then by the *rank* of their time among all the timeline's times,
+    packed as ``(key << RANK_BITS) | rank``. Ranks, unlike times, never outgrow their bits, so a
+    history of any length keeps every key's events apart (packing the time itself overflowed into
+    the key after 2**42 ns, 73 minutes, and merged one key's late events into the next key's).
+    Equal times keep their input order.
+    """
 
-def _count_before(sorted_codes: np.ndarray, key: np.ndarray, t: np.ndarray, *, strict: bool) -> np.ndarray:
-    """Per (key, t): how many of the packed events of that key lie before ``t`` (``<`` or ``<=``)."""
-    side: Literal["left", "right"] = "left" if strict else "right"
-    return np.searchsorted(sorted_codes, _pack(key, t), side=side) - np.searchsorted(
-        sorted_codes, key.astype("int64") << SHIFT, side="left"
-    )
+    def __init__(self, key: np.ndarray, t: np.ndarray, weights: np.ndarray | None = None) -> None:
+        if len(t) >= 1 << RANK_BITS:
+            raise ValueError("too many events for a timeline")
+        by_time = np.argsort(t, kind="stable")
+        self.times = t[by_time]
+        rank = np.empty(len(t), dtype="int64")
+        rank[by_time] = np.arange(len(t), dtype="int64")
+        codes = (key.astype("int64") << RANK_BITS) | rank
+        #: Events in (key, time) order: ``order[i]`` is the input index of the i-th.
+        self.order = np.argsort(codes, kind="stable")
+        self.codes = codes[self.order]
+        self.key = key.astype("int64")[self.order]
+        self.t = t[self.order]
+        self.cum = None if weights is None else np.concatenate([[0], np.cumsum(weights[self.order])])
 
+    def _bounds(self, key: np.ndarray, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray]:
+        side: Literal["left", "right"] = "left" if strict else "right"
+        rank = np.searchsorted(self.times, t, side=side)
+        high = key.astype("int64") << RANK_BITS
+        lo = np.searchsorted(self.codes, high, side="left")
+        return lo, np.searchsorted(self.codes, high | rank, side="left")
 
-def _sum_before(
-    codes: np.ndarray, weights: np.ndarray, key: np.ndarray, t: np.ndarray, *, strict: bool
-) -> np.ndarray:
-    """Per (key, t): the sum of ``weights`` over events of that key before ``t``."""
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    cum = np.concatenate([[0], np.cumsum(weights[order])])
-    side: Literal["left", "right"] = "left" if strict else "right"
-    hi = np.searchsorted(sorted_codes, _pack(key, t), side=side)
-    lo = np.searchsorted(sorted_codes, key.astype("int64") << SHIFT, side="left")
-    return cum[hi] - cum[lo]
+    def count_before(self, key: np.ndarray, t: np.ndarray, *, strict: bool) -> np.ndarray:
+        """Per (key, t): how many events of that key lie before ``t`` (``<`` or ``<=``)."""
+        lo, hi = self._bounds(key, t, strict)
+        return hi - lo
+
+    def sum_before(self, key: np.ndarray, t: np.ndarray, *, strict: bool) -> np.ndarray:
+        """Per (key, t): the sum of the weights of the events of that key before ``t``."""
+        assert self.cum is not None
+        lo, hi = self._bounds(key, t, strict)
+        return self.cum[hi] - self.cum[lo]
+
+    def rank_in_key(self) -> np.ndarray:
+        """Per event (input order): 1 for its key's first event in time, 2 for the next..."""
+        first = np.searchsorted(self.codes, (self.codes >> RANK_BITS) << RANK_BITS, side="left")
+        out = np.empty(len(self.codes), dtype="int64")
+        out[self.order] = np.arange(len(self.codes)) - first + 1
+        return out
+
+    def next_time(self) -> np.ndarray:
+        """Per event (input order): the time of its key's next event (int64 max for the last)."""
+        following = np.full(len(self.t), np.iinfo("int64").max, dtype="int64")
+        same = self.key[1:] == self.key[:-1]
+        following[:-1] = np.where(same, self.t[1:], following[:-1])
+        out = np.empty(len(self.t), dtype="int64")
+        out[self.order] = following
+        return out
 
 
 def _pick(rng: np.random.Generator, candidates: np.ndarray, n: int) -> np.ndarray:
@@ -197,18 +231,46 @@ def _pick(rng: np.random.Generator, candidates: np.ndarray, n: int) -> np.ndarra
     return np.sort(rng.choice(candidates, size=n, replace=False)) if n else candidates[:0]
 
 
-def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The history's columns (codes for strings, ``NULL`` for nulls) and facts about it."""
+def run_seconds(ops: int) -> float:
+    """How long a run of ``ops`` operations lasts by default: 1800 s per 10M (at least 60)."""
+    return max(60.0, 1800.0 * ops / 10_000_000)
+
+
+def generate(
+    ops: int,
+    keys: int,
+    seed: int,
+    anomalies: int,
+    seconds: float | None = None,
+    *,
+    shard: int = 0,
+    shards: int = 1,
+    key_offset: int = 0,
+    first_pid: int = 1 + LISTENERS,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The history's columns (codes for strings, ``NULL`` for nulls) and facts about it.
+
+    ``seconds`` is how long the run lasts (default :func:`run_seconds`). With ``shards`` > 1 this is
+    shard ``shard`` of a run: its own entity keys (``cs:e:{key_offset}`` on), counters, groups,
+    locks and users (processes from ``first_pid``), over the whole run's time. The WebSocket
+    listeners are the run's, so every shard's ok writes reach them; shard 0 writes their
+    connections and the Redis INFO samples. The run's end (users stop at ``seconds``, connections
+    close 10 s later, then the sweep) is the same for every shard.
+    """
     if keys < 1 or keys >= 1 << 20:
         raise ValueError("--keys must be in [1, 2**20)")
-    rng = np.random.default_rng(seed)
-    duration = int(max(60.0, 1800.0 * ops / 10_000_000) * NS_S)
+    rng = np.random.default_rng(seed if shards == 1 else [seed, shard])
+    duration = int((seconds if seconds is not None else run_seconds(ops)) * NS_S)
+    # Users start no operation after the deadline; none lasts 8 s (cap below), so all are done by
+    # the time the listeners disconnect.
+    deadline = T0 + duration
+    ws_close_t = deadline + 10 * NS_S
     rows = Rows()
 
     # ---- user slots, laid out per user -------------------------------------------------------------
     p = np.array(list(KINDS.values()))
     per_slot = 1 + KINDS["read"] * 0.1 + KINDS["write"] * 0.97 * LISTENERS + KINDS["lock"] * 2
-    fixed = keys + 4 * duration // NS_S + COUNTERS
+    fixed = keys + (4 * duration // NS_S if shard == 0 else 0) + COUNTERS
     n_slots = max(int((ops - fixed) / per_slot), 1000)
     n_users = int(np.clip(n_slots // 4000, 16, 2000))
     kind = rng.choice(len(p), size=n_slots, p=p / p.sum()).astype("int8")
@@ -223,6 +285,15 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
     start_of_user = np.maximum.accumulate(np.where(first, np.arange(n_slots), 0))
     offset = rng.integers(0, int(mean_gap), n_users)
     t_slot = T0 + offset[user] + cum - cum[start_of_user]
+    running = t_slot < deadline  # a user's slots grow in time: this drops the tail of each user
+    kind, user, first, gaps, t_slot = (
+        kind[running],
+        user[running],
+        first[running],
+        gaps[running],
+        t_slot[running],
+    )
+    n_slots = len(t_slot)
     next_gap = np.full(n_slots, 10 * NS_S, dtype="int64")
     next_gap[:-1] = np.where(user[1:] == user[:-1], gaps[1:], next_gap[:-1])
     cap = (next_gap * 0.8).astype("int64")  # an operation ends well before its user's next one
@@ -243,7 +314,6 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
     # A user takes a fresh process id after an info operation.
     segment = first.copy()
     segment[1:] |= status[:-1] == INFO
-    first_pid = 1 + LISTENERS
     pid = first_pid + np.cumsum(segment) - 1
 
     # ---- writes --------------------------------------------------------------------------------
@@ -254,14 +324,9 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
     w_tc = w_ti + w_dur
     w_commit = w_ti + (w_dur * rng.uniform(0.3, 0.7, len(w))).astype("int64")
     w_ok = status[w] == OK
-    ok_codes = _pack(w_key[w_ok], w_commit[w_ok])
-    ok_order = np.argsort(ok_codes, kind="stable")
-    ok_sorted = ok_codes[ok_order]
+    commits = _Timeline(w_key[w_ok], w_commit[w_ok])
     # Version = rank of the commit among the key's commits.
-    ok_version = np.empty(len(ok_codes), dtype="int64")
-    ok_version[ok_order] = (
-        np.arange(len(ok_sorted)) - np.searchsorted(ok_sorted, (ok_sorted >> SHIFT) << SHIFT, side="left") + 1
-    )
+    ok_version = commits.rank_in_key()
     w_version = np.full(len(w), NULL, dtype="int64")
     w_version[w_ok] = ok_version
     db_version = np.bincount(w_key[w_ok], minlength=keys)  # PostgreSQL's version at the end
@@ -273,17 +338,19 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
     r_point = r_ti + 50 * NS_US
     r_ok = status[r] == OK
     r_version = np.full(len(r), NULL, dtype="int64")
-    r_version[r_ok] = _count_before(ok_sorted, r_key[r_ok], r_point[r_ok], strict=False)
+    r_version[r_ok] = commits.count_before(r_key[r_ok], r_point[r_ok], strict=False)
     # Hit or miss: the key's previous event (ok reads and ok commits, in time order).
     ok_r = np.flatnonzero(r_ok)
-    ev_codes = np.concatenate([_pack(r_key[ok_r], r_point[ok_r]), ok_codes])
-    ev_write = np.concatenate([np.zeros(len(ok_r), bool), np.ones(len(ok_codes), bool)])
-    ev_order = np.argsort(ev_codes, kind="stable")
-    ev_key = ev_codes[ev_order] >> SHIFT
+    ev_all_key = np.concatenate([r_key[ok_r], w_key[w_ok]])
+    ev_write = np.concatenate([np.zeros(len(ok_r), bool), np.ones(int(w_ok.sum()), bool)])
+    # By key, then time; at equal times a read comes before a commit (lexsort is stable).
+    ev_order = np.lexsort((np.concatenate([r_point[ok_r], w_commit[w_ok]]), ev_all_key))
+    ev_key = ev_all_key[ev_order]
+    del ev_all_key
     ev_is_write = ev_write[ev_order]
     prev_read = np.zeros(len(ev_order), dtype=bool)
     prev_read[1:] = (ev_key[1:] == ev_key[:-1]) & ~ev_is_write[:-1]
-    hit_ev = np.zeros(len(ev_codes), dtype=bool)
+    hit_ev = np.zeros(len(ev_order), dtype=bool)
     hit_ev[ev_order] = prev_read
     hit = hit_ev[: len(ok_r)] & (rng.random(len(ok_r)) > 0.03)  # plus a few TTL expiries
     r_source = np.full(len(r), -1, dtype="int8")
@@ -362,7 +429,7 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
         status=OK,
         t_invoke=dbl_ti,
         t_complete=dbl_ti + dbl_dur,
-        version=_count_before(ok_sorted, dbl_key, dbl_ti + 50 * NS_US, strict=False),
+        version=commits.count_before(dbl_key, dbl_ti + 50 * NS_US, strict=False),
         source=SRC["none"],
     )
     ib = slots("invalidate_batch")
@@ -379,10 +446,9 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
 
     # ---- WebSocket listeners: every ok write, to every listener ----------------------------------
     ws_open_t = T0 - 3 * NS_S
-    last_complete = int(max(r_tc.max(initial=T0), w_tc.max(initial=T0)))
-    ws_close_t = last_complete + 2 * NS_S
+    last_complete = ws_close_t - 2 * NS_S
     n_ok = int(w_ok.sum())
-    for listener in range(LISTENERS):
+    for listener in range(LISTENERS if shard == 0 else 0):
         rows.add(
             process=1 + listener,
             f="ws_open",
@@ -427,9 +493,10 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
         np.minimum(_lognormal(rng, 400 * NS_US, 0.4, len(cr_ti)), 1 * NS_MS), 100 * NS_US
     )
     cr_pid = np.concatenate([pid[cr], np.zeros(COUNTERS, dtype="int64")])  # final reads by the run
-    inc_codes = _pack(inc_key[inc_ok], inc_commit[inc_ok])
-    cr_value = _sum_before(inc_codes, inc_value[inc_ok], cr_key, cr_ti + 50 * NS_US, strict=False)
-    lower = _sum_before(_pack(inc_key[inc_ok], inc_tc[inc_ok]), inc_value[inc_ok], cr_key, cr_ti, strict=True)
+    applied = _Timeline(inc_key[inc_ok], inc_commit[inc_ok], inc_value[inc_ok])
+    cr_value = applied.sum_before(cr_key, cr_ti + 50 * NS_US, strict=False)
+    completed = _Timeline(inc_key[inc_ok], inc_tc[inc_ok], inc_value[inc_ok])
+    lower = completed.sum_before(cr_key, cr_ti, strict=True)
 
     # ---- transactions --------------------------------------------------------------------------
     g_base = keys + COUNTERS
@@ -462,12 +529,17 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
     sk, start, end = ls_key[order], a_ti[order], rel_tc[order]
     group_first = np.ones(len(order), dtype=bool)
     group_first[1:] = sk[1:] != sk[:-1]
-    # Running max of session ends per lock (lock index in the high bits keeps groups apart).
-    running = np.maximum.accumulate(((sk - l_base) << SHIFT) | (end - BASE))
+    # Running max of session ends per lock: each lock's ends are lifted above every earlier lock's
+    # (by lock index times the whole span of times), so one running max keeps the groups apart.
+    t_min = int(min(start.min(initial=T0), end.min(initial=T0)))
+    lift = int(end.max(initial=T0)) - t_min + 1
+    if LOCKS * lift >= 1 << 62:
+        raise ValueError("history too long for the lock sessions' running max")
+    running = np.maximum.accumulate((sk - l_base) * lift + (end - t_min))
     before = np.empty(len(order), dtype="int64")
     before[0] = -1
     before[1:] = running[:-1]
-    ok_sorted_s = group_first | ((start - BASE) > (before & ((1 << SHIFT) - 1)))
+    ok_sorted_s = group_first | ((sk - l_base) * lift + (start - t_min) > before)
     held = np.cumsum(ok_sorted_s)
     token_sorted = held - np.maximum.accumulate(np.where(group_first, held - ok_sorted_s, 0))
     ls_ok = np.zeros(len(ls), dtype=bool)
@@ -548,11 +620,7 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
     )
     # Monotonic: a process reads v just after write v committed, then v - 1, both before write v
     # completed and before the key's next commit (so neither read is stale).
-    next_commit = np.full(len(ok_sorted), np.iinfo("int64").max, dtype="int64")
-    same = (ok_sorted[1:] >> SHIFT) == (ok_sorted[:-1] >> SHIFT)
-    next_commit[:-1] = np.where(same, (ok_sorted[1:] & ((1 << SHIFT) - 1)) + BASE, next_commit[:-1])
-    next_of = np.empty(len(ok_sorted), dtype="int64")
-    next_of[ok_order] = next_commit
+    next_of = commits.next_time()
     room = np.minimum(okw_tc, next_of) - okw_commit
     mono = _pick(rng, np.flatnonzero((ok_version >= 1) & (room > 300 * NS_US)), a)
     planted["monotonic_read"] = len(mono)
@@ -649,14 +717,15 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
         )
 
     # ---- Redis INFO samples, once a second --------------------------------------------------------
-    seconds = np.arange(T0, last_complete, NS_S, dtype="int64")
-    n_hits = int(hit.sum())
-    progress = (seconds - T0) / max(duration, 1)
+    # Shard 0 samples for the whole run: its figures scaled by the shards (figures only, no check).
+    sampled = np.arange(T0, last_complete, NS_S, dtype="int64") if shard == 0 else np.zeros(0, "int64")
+    n_hits = int(hit.sum()) * shards
+    progress = (sampled - T0) / max(duration, 1)
     stat_values = (
-        np.zeros(len(seconds), dtype="int64"),
+        np.zeros(len(sampled), dtype="int64"),
         (progress * n_hits).astype("int64"),
-        (progress * (len(ok_r) - n_hits)).astype("int64"),
-        (50_000_000 + 100 * np.minimum(np.arange(len(seconds)), keys)).astype("int64"),
+        (progress * (len(ok_r) * shards - n_hits)).astype("int64"),
+        (50_000_000 + 100 * np.minimum(np.arange(len(sampled)), keys * shards)).astype("int64"),
     )
     s_base = l_base + LOCKS
     for i, values in enumerate(stat_values):
@@ -665,17 +734,17 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
             f="redis_stat",
             key=s_base + i,
             status=OK,
-            t_invoke=seconds,
-            t_complete=seconds + 200 * NS_US,
+            t_invoke=sampled,
+            t_complete=sampled + 200 * NS_US,
             value=values,
         )
 
     columns = rows.concat()
     key_names = (
-        [f"cs:e:{i}" for i in range(keys)]
-        + [f"cs:c:{i}" for i in range(COUNTERS)]
-        + [f"cs:g:{i}" for i in range(GROUPS)]
-        + [f"cs:l:{i}" for i in range(LOCKS)]
+        [f"cs:e:{key_offset + i}" for i in range(keys)]
+        + [f"cs:c:{shard * COUNTERS + i}" for i in range(COUNTERS)]
+        + [f"cs:g:{shard * GROUPS + i}" for i in range(GROUPS)]
+        + [f"cs:l:{shard * LOCKS + i}" for i in range(LOCKS)]
         + list(STATS)
     )
     facts = {
@@ -683,6 +752,7 @@ def generate(ops: int, keys: int, seed: int, anomalies: int) -> tuple[dict[str, 
         "started_ns": T0,
         "stopped_ns": int(sweep_t + NS_MS),
         "planted": planted,
+        "next_pid": next_pid,
     }
     return columns, facts
 
@@ -693,20 +763,16 @@ def _strings(codes: np.ndarray, names: list[str] | tuple[str, ...]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(indices, pa.array(list(names), pa.string())).cast(pa.string())
 
 
-def write_history(
-    out_dir: Path, columns: dict[str, np.ndarray], facts: dict[str, Any], meta: dict[str, Any]
-) -> int:
-    """Parquet parts (rows in completion order, as a collector would write them) and run.json."""
-    history = out_dir / "history"
-    history.mkdir(parents=True, exist_ok=True)
-    for old in history.glob("*.parquet"):
-        old.unlink()
+def write_parts(
+    history: Path, columns: dict[str, np.ndarray], key_names: list[str], first_part: int
+) -> np.ndarray:
+    """One shard's rows as Parquet parts (in completion order, as a collector would write them),
+    numbered from ``first_part``; returns the rows per node."""
     order = np.argsort(columns["t_complete"], kind="stable")
     n = len(order)
     node = np.where(columns["process"] == 0, 0, 1 + columns["process"] % (len(NODES) - 1))
     node_rows = np.bincount(node, minlength=len(NODES))
-    parts = 0
-    for part, lo in enumerate(range(0, n, PART_ROWS)):
+    for part, lo in enumerate(range(0, n, PART_ROWS), start=first_part):
         idx = order[lo : lo + PART_ROWS]
         version, value = columns["version"][idx], columns["value"][idx]
         table = pa.Table.from_arrays(
@@ -714,7 +780,7 @@ def write_history(
                 pa.array(columns["process"][idx], pa.int64()),
                 _strings(node[idx], NODES),
                 _strings(columns["f"][idx], F_NAMES),
-                _strings(columns["key"][idx], facts["key_names"]),
+                _strings(columns["key"][idx], key_names),
                 _strings(columns["status"][idx], STATUSES),
                 pa.array(columns["t_invoke"][idx], pa.int64()),
                 pa.array(columns["t_complete"][idx], pa.int64()),
@@ -728,7 +794,14 @@ def write_history(
         tmp = history / f".part-{part:05d}.parquet.tmp"
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, history / f"part-{part:05d}.parquet")
-        parts += 1
+    return node_rows
+
+
+def write_run(
+    out_dir: Path, facts: dict[str, Any], meta: dict[str, Any], parts: int, node_rows: np.ndarray
+) -> int:
+    """``run.json`` of the synthetic run; returns its row count."""
+    n = int(node_rows.sum())
     run = {
         "schema_version": 2,
         "run_id": f"synthetic-{meta['ops']}-{meta['keys']}-seed{meta['seed']}",
@@ -760,21 +833,78 @@ def write_history(
     return n
 
 
-def synthesize(out_dir: str | Path, ops: int, keys: int, seed: int, anomalies: int = 100) -> dict[str, Any]:
-    """Generate and write a synthetic results directory; returns what ``planted.json`` holds."""
+#: Operations per shard: a shard is generated whole in memory (about 200 bytes per operation), then
+#: written and dropped, so the generator's memory is that of one shard at any length.
+SHARD_OPS = 10_000_000
+
+
+def _split(total: int, shards: int, i: int) -> int:
+    return total // shards + (1 if i < total % shards else 0)
+
+
+def synthesize(
+    out_dir: str | Path,
+    ops: int,
+    keys: int,
+    seed: int,
+    anomalies: int = 100,
+    seconds: float | None = None,
+    shard_ops: int = SHARD_OPS,
+) -> dict[str, Any]:
+    """Generate and write a synthetic results directory; returns what ``planted.json`` holds.
+
+    A run of more than ``shard_ops`` operations is generated in key shards (:func:`generate`), each
+    with ``ops`` and ``keys`` shared out, over the run's whole time, and written as it is made.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    columns, facts = generate(ops, keys, seed, anomalies)
-    generated = time.perf_counter()
-    meta = {"ops": ops, "keys": keys, "seed": seed, "anomalies": anomalies}
-    rows = write_history(out, columns, facts, meta)
+    history = out / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    for old in history.glob("*.parquet"):
+        old.unlink()
+    shards = max(1, -(-ops // shard_ops))
+    if keys < shards:
+        raise ValueError(f"--keys must be at least the number of shards ({shards})")
+    length = seconds if seconds is not None else run_seconds(ops)
+    meta: dict[str, Any] = {"ops": ops, "keys": keys, "seed": seed, "anomalies": anomalies}
+    if seconds is not None:
+        meta["seconds"] = seconds
+    planted = dict.fromkeys(ANOMALY_KINDS, 0)
+    node_rows = np.zeros(len(NODES), dtype="int64")
+    generate_s = write_s = 0.0
+    parts, key_offset, first_pid = 0, 0, 1 + LISTENERS
+    facts: dict[str, Any] = {}
+    for shard in range(shards):
+        started = time.perf_counter()
+        shard_keys = _split(keys, shards, shard)
+        columns, facts = generate(
+            _split(ops, shards, shard),
+            shard_keys,
+            seed,
+            _split(anomalies, shards, shard),
+            length,
+            shard=shard,
+            shards=shards,
+            key_offset=key_offset,
+            first_pid=first_pid,
+        )
+        generated = time.perf_counter()
+        node_rows += write_parts(history, columns, facts["key_names"], parts)
+        parts += -(-len(columns["t_complete"]) // PART_ROWS)
+        del columns
+        write_s += time.perf_counter() - generated
+        generate_s += generated - started
+        for kind, n in facts["planted"].items():
+            planted[kind] += n
+        key_offset += shard_keys
+        first_pid = facts["next_pid"]
+    rows = write_run(out, facts, meta, parts, node_rows)
     report = {
         **meta,
         "rows": rows,
-        "planted": facts["planted"],
-        "generate_s": round(generated - started, 3),
-        "write_s": round(time.perf_counter() - generated, 3),
+        "shards": shards,
+        "planted": planted,
+        "generate_s": round(generate_s, 3),
+        "write_s": round(write_s, 3),
     }
     (out / "planted.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -787,8 +917,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--anomalies", type=int, default=100, help="planted anomalies of each kind")
+    parser.add_argument("--seconds", type=float, default=None, help="run length (default 1800 s per 10M ops)")
     args = parser.parse_args(argv)
-    report = synthesize(args.out_dir, args.ops, args.keys, args.seed, args.anomalies)
+    report = synthesize(args.out_dir, args.ops, args.keys, args.seed, args.anomalies, args.seconds)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

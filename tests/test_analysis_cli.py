@@ -307,7 +307,15 @@ def test_auto_chunks_when_the_history_would_not_fit(
 
 @pytest.mark.parametrize(
     ("rows", "available", "chunks"),
-    [(0, 10, 1), (10_000_000, 8 * 2**30, 1), (10_000_000, 2**30, 7), (10**12, 2**30, 254)],
+    [
+        (0, 10, 1),
+        (10_000_000, 8 * 2**30, 1),
+        (10_000_000, 2**30, 7),
+        (10**12, 2**30, 254),
+        # Partitioned, each partition at most 2 GiB (300 bytes a row) however much is free.
+        (100_000_000, 20 * 2**30, 15),
+        (100_000_000, 64 * 2**30, 1),
+    ],
 )
 def test_chunks_for(rows: int, available: int, chunks: int) -> None:
     assert cli.chunks_for(rows, available) == chunks

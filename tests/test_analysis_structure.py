@@ -74,7 +74,7 @@ def test_every_consumer_reads_the_registry() -> None:
     assert set(report.KEY_FIGURE) <= set(CHECK_NAMES)
     assert set(report.REPORTED_ONLY) == {c.name for c in CHECKS if not c.gates}
     assert tuple(c.name for c in CHECKS if c.chunking is Chunking.PARTITION) == LOCAL_CHECKS
-    assert BROADCAST == ["redis_stat"]
+    assert BROADCAST == ["redis_stat", "ws_close", "ws_gap", "ws_open"]
 
 
 def test_every_check_is_defined_in_the_docs_under_its_anchor() -> None:

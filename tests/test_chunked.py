@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -132,15 +134,65 @@ def test_examples_point_at_history_rows(results: Path, in_memory) -> None:
 
 
 def test_partitions_split_the_rows(results: Path) -> None:
-    from analysis.chunked import _Source  # noqa: PLC0415
+    from analysis.chunked import BROADCAST, _Source  # noqa: PLC0415
 
+    assert set(BROADCAST) == {"redis_stat", "ws_open", "ws_close", "ws_gap"}
     source = _Source(results, 4)
-    sizes = [len(frame) for frame, _ in source.partitions()]
-    stats = int((load_history(results)["f"] == "redis_stat").sum())
-    assert sum(sizes) == source.rows + 3 * stats  # redis_stat rows go to every partition
+    try:
+        sizes = [len(frame) for frame, _ in source.partitions()]
+    finally:
+        source.close()
+    everywhere = int(load_history(results)["f"].isin(BROADCAST).sum())
+    assert everywhere > 200
+    assert sum(sizes) == source.rows + 3 * everywhere  # broadcast rows go to every partition
     assert max(sizes) < 0.5 * source.rows
 
 
 def test_bad_chunk_count(results: Path) -> None:
     with pytest.raises(ValueError):
         run_checks_chunked(results, 0)
+
+
+def test_latency_of_sorted_runs_equals_the_whole() -> None:
+    """The partitions' sorted runs give numpy's percentiles of the concatenation, digit for digit."""
+    from analysis.kernels import Run, latency_stats, latency_stats_of_runs  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    for n, splits in ((1, 1), (2, 2), (7, 3), (10_001, 4), (250_000, 9)):
+        values = (rng.lognormal(13, 1.5, n)).astype("int64")
+        values[: n // 10] = values[0]  # ties
+        rng.shuffle(values)
+        cuts = np.sort(rng.integers(0, n + 1, splits - 1))
+        runs = [Run.of(part) for part in np.split(values, cuts)]
+        assert latency_stats_of_runs(runs) == latency_stats(values), (n, splits)
+    assert latency_stats_of_runs([Run.of(np.zeros(0, dtype="int64"))])["p50"] is None
+
+
+def test_restarted_versions_are_refused_in_memory_and_in_chunks(tmp_path: Path) -> None:
+    """The generator defect of issue 11: one key's versions start again from 1 (..., 3, 1, ...).
+    Refused before anything is judged, naming the key and the two rows, in both modes."""
+    from analysis.load import InputError, load_results  # noqa: PLC0415
+
+    synthesize(tmp_path, ops=30_000, keys=200, seed=2, anomalies=0)
+    parts = sorted((tmp_path / "history").glob("part-*.parquet"))
+    table = pq.read_table(parts[-1])
+    f = table.column("f").to_numpy(zero_copy_only=False)
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    version = table.column("version").to_numpy(zero_copy_only=False)
+    third = int(np.flatnonzero((f == "write") & (status == "ok") & (version == 3))[0])
+    key = table.column("key")[third].as_py()
+    version = table.column("version").to_pylist()
+    version[third] = 1
+    table = table.set_column(
+        table.schema.get_field_index("version"), "version", pa.array(version, pa.int64())
+    )
+    pq.write_table(table, parts[-1])
+    spills = set(Path(tempfile.gettempdir()).glob("cachestorm-chunks-*"))
+    for refuse in (lambda: load_results(tmp_path), lambda: run_checks_chunked(tmp_path, 3)):
+        with pytest.raises(InputError, match="both committed version 1") as refused:
+            refuse()
+        line = str(refused.value)
+        assert f"key {key!r}" in line and "\n" not in line
+        assert len(re.findall(r"part-\d+\.parquet row \d+", line)) == 2, line
+    # The refused chunked run removed its spill files.
+    assert set(Path(tempfile.gettempdir()).glob("cachestorm-chunks-*")) <= spills

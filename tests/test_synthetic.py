@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -64,3 +65,67 @@ def test_clean_history_passes(tmp_path: Path) -> None:
     synthesize(tmp_path, ops=50_000, keys=1_000, seed=3, anomalies=0)
     verdict = run_checks(load_history(tmp_path), load_run(tmp_path))
     assert verdict.passed, verdict.failed
+
+
+def test_long_history_keeps_every_invariant(tmp_path: Path) -> None:
+    """A run of 5 hours, made in 4 shards: four times the 2**42 ns (73 minutes) after which packed
+    times used to spill into the next key, restarting its versions. The invariants of
+    docs/history.md, checked directly."""
+    report = synthesize(
+        tmp_path, ops=400_000, keys=800, seed=4, anomalies=0, seconds=5 * 3600, shard_ops=100_000
+    )
+    assert report["shards"] == 4
+    h = load_history(tmp_path)
+    assert h["key"].nunique() > 800  # every shard's entity keys, counters, groups and locks
+    span = int(h["t_complete"].max() - h["t_invoke"].min())
+    assert span > 4 * 2**42
+    assert (h["t_complete"] >= h["t_invoke"]).all()
+    entity = h["key"].astype(str).str.startswith("cs:e:")
+
+    # Versions of each key's ok writes are 1, 2, 3 ... and grow with time: no version completed
+    # before a lower one began.
+    w = h[(h["f"] == "write") & (h["status"] == "ok")].sort_values(["key", "version"], kind="stable")
+    assert w["version"].notna().all()
+    assert (w.groupby("key", observed=True).cumcount() + 1 == w["version"]).all()
+    assert w.groupby("key", observed=True).size().max() > 100
+    later_min = w.iloc[::-1].groupby("key", observed=True)["t_complete"].cummin().iloc[::-1]
+    higher_min = later_min.groupby(w["key"], observed=True).shift(-1)
+    assert not (higher_min < w["t_invoke"]).any()
+
+    # Each ok read returns a version at least that of every write completed before it began and at
+    # most the number of writes begun before it ended.
+    reads = h[(h["f"] == "read") & (h["status"] == "ok") & entity]
+    all_writes = h[(h["f"] == "write") & entity]
+    checked = 0
+    for key, r in reads.groupby("key", observed=True):
+        kw = w[w["key"] == key]
+        done = np.sort(kw["t_complete"].to_numpy())
+        begun = np.sort(all_writes.loc[all_writes["key"] == key, "t_invoke"].to_numpy())
+        version = r["version"].to_numpy(dtype="int64")
+        assert (version >= np.searchsorted(done, r["t_invoke"].to_numpy(), side="left")).all(), key
+        assert (version <= np.searchsorted(begun, r["t_complete"].to_numpy(), side="left")).all(), key
+        checked += len(r)
+    assert checked > 50_000
+
+    # A user's operations follow one another (a fill runs on its read's path, inside it).
+    users = h[(h["process"] > 2) & (h["f"] != "fill")].sort_values(["process", "t_invoke"], kind="stable")
+    same = users["process"].to_numpy()[1:] == users["process"].to_numpy()[:-1]
+    gap = users["t_invoke"].to_numpy()[1:] - users["t_complete"].to_numpy()[:-1]
+    assert (gap[same] >= 0).all()
+    # Reads of one process and key never go back.
+    by_user = reads.sort_values(["process", "key", "t_invoke"], kind="stable")
+    step = by_user.groupby(["process", "key"], observed=True)["version"].diff()
+    assert not (step < 0).any()
+
+    verdict = run_checks(h, load_run(tmp_path))
+    assert verdict.passed, verdict.failed
+
+
+def test_planted_anomalies_found_exactly_across_shards(tmp_path: Path) -> None:
+    report = synthesize(tmp_path, ops=160_000, keys=3_000, seed=9, anomalies=10, shard_ops=40_000)
+    assert report["shards"] == 4
+    assert all(n == 10 for n in report["planted"].values()), report["planted"]
+    verdict = run_checks(load_history(tmp_path), load_run(tmp_path))
+    for kind, n in report["planted"].items():
+        assert verdict.check(kind).violations == n, kind
+    assert set(verdict.failed) == set(ANOMALY_KINDS)
