@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cachestorm.services import ServiceURLs
 from analysis.live import LIVE_CHECKS
+from cachestorm.services import ServiceURLs
 from tests.conftest import run_analysis, run_locust
 
 pytestmark = pytest.mark.integration
