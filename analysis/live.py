@@ -475,7 +475,8 @@ def table_rows(snapshot: Snapshot) -> list[dict[str, str]]:
                 "violations": str(c["violations"]),
                 "checked": _short(c["checked"]),
                 "figures": text or (c["reason"] or ""),
-                "example": _example_text(c["examples"][0]) if c["examples"] else "",
+                # A check that found nothing may still list rows it reports on: not offenders.
+                "example": _example_text(c["examples"][0]) if c["examples"] and c["violations"] else "",
             }
         )
         if name == "tier_staleness":
@@ -484,10 +485,13 @@ def table_rows(snapshot: Snapshot) -> list[dict[str, str]]:
                     {
                         "check": f"  tier {tier}",
                         "outcome": "",
-                        "violations": _short(t.get(t.get("judged", "stale"))),
+                        # Only the tiers a target names are judged here (the reference cache's
+                        # hits and misses are stale_read's), so the count is a figure, not a verdict.
+                        "violations": "",
                         "checked": _short(t.get("reads")),
-                        "figures": f"stale {_short(t.get('stale'))}, "
-                        f"age max {_short(t.get('age_max_us'))} us",
+                        "figures": f"stale {_short(t.get('stale'))}"
+                        + (f" (judged: {_short(t.get(t['judged']))})" if "judged" in t else "")
+                        + f", age max {_short(t.get('age_max_us'))} us",
                         "example": "",
                     }
                 )
