@@ -25,6 +25,7 @@ from analysis.options import Options
 from analysis.registry import BY_NAME, Context
 from cachestorm.services import ServiceURLs
 from tests.conftest import run_analysis
+from tests.test_dashboards import DASHBOARD, queries, selectors
 from tests.live_runs import Watched, coherence_failures, run_dir, watch_run
 
 pytestmark = pytest.mark.integration
@@ -104,6 +105,11 @@ def test_cache_aside_shows_its_stale_reads_live_and_as_locust_failures(
     assert metric(w.metrics, "cachestorm_live_violations", check="stale_read") == failures["stale_read"]
     assert metric(w.metrics, "cachestorm_live_verdict") == 1
     assert metric(w.metrics, "cachestorm_live_check_outcome", check="stale_read") == 1
+    # Every figure the Grafana dashboard reads of the coherence checks is in a real run's /metrics.
+    dashboard = json.loads(DASHBOARD.read_text())
+    for name, labels in (s for q in queries(dashboard) for s in selectors(q)):
+        if labels.get("check") in ("stale_read", "future_read", "monotonic_read", "ws_delivery"):
+            metric(w.metrics, name, **labels)
     # The tab's rows ride on /stats/requests, as Locust's UI polls it.
     rows = next(e["data"] for e in w.stats["extended_stats"] if e["key"] == "coherence")
     stale = next(r for r in rows if r["check"] == "stale_read")
