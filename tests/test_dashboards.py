@@ -23,8 +23,7 @@ def queries(dashboard: dict[str, Any]) -> list[str]:
 def selectors(expr: str) -> list[tuple[str, dict[str, str]]]:
     """Each metric an expression reads, with its label matchers."""
     return [
-        (m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")))
-        for m in METRIC.finditer(expr)
+        (m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))) for m in METRIC.finditer(expr)
     ]
 
 

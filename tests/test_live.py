@@ -25,8 +25,8 @@ from analysis.options import Options
 from analysis.registry import BY_NAME, Context
 from cachestorm.services import ServiceURLs
 from tests.conftest import run_analysis
-from tests.test_dashboards import DASHBOARD, queries, selectors
 from tests.live_runs import Watched, coherence_failures, run_dir, watch_run
+from tests.test_dashboards import DASHBOARD, queries, selectors
 
 pytestmark = pytest.mark.integration
 
