@@ -70,7 +70,7 @@ TICK_S = 1.0
 PAUSE_FACTOR = 4.0
 #: Past this many rows the view stops judging (its copy of the history lives in the master's
 #: memory) and says so; the post-run analysis still judges everything.
-MAX_ROWS = 5_000_000
+MAX_ROWS = 2_000_000
 #: Locust's request type of the failures the view logs.
 REQUEST_TYPE = "COHERENCE"
 #: The exit-code-like number of each outcome, as /metrics gives it (docs/checks.md, "Exit status").
@@ -594,7 +594,8 @@ def _mount(environment: Any, view: LiveView) -> None:
 
     @app.after_request
     def extend_stats(response: Response) -> Response:
-        if request.path != "/stats/requests" or response.status_code != 200:
+        # Under --web-base-path the UI's own routes carry the prefix.
+        if not request.path.endswith("/stats/requests") or response.status_code != 200:
             return response
         data = response.get_json(silent=True)
         if not isinstance(data, dict):
