@@ -64,10 +64,13 @@ LIVE_CHECKS = (
 #: rows in the order it recorded them, each at its completion, so its newest shipped row bounds the
 #: rest; the margin covers a change of its clock offset between two batches.
 SETTLE_S = 0.5
-#: Shortest pause between two judgements; the pause is also at least :data:`DUTY` times the
+#: Shortest pause between two judgements; the pause is also at least :data:`PAUSE_FACTOR` times the
 #: judgement's own time, so that on a long run the view takes a bounded share of the master's CPU.
 TICK_S = 1.0
 PAUSE_FACTOR = 4.0
+#: Seconds after a run's start past which an expected node that has shipped nothing (a worker with
+#: no users) no longer holds the judging back.
+FIRST_ROWS_GRACE_S = 10.0
 #: Past this many rows the view stops judging (its copy of the history lives in the master's
 #: memory) and says so; the post-run analysis still judges everything.
 MAX_ROWS = 2_000_000
@@ -197,6 +200,7 @@ class LiveView:
         #: Violations already logged as Locust failures, per check (never taken back).
         self.logged: dict[str, int] = {}
         self.dirty = False
+        self.started = 0.0
 
     # Events ------------------------------------------------------------------------------------
     def on_run_started(self, run_dir: Path, options: Any, expected_nodes: Any = (), **_kw: Any) -> None:
@@ -208,6 +212,7 @@ class LiveView:
         self.uncertainty = {}
         self.expected = set(expected_nodes or ())
         self.logged = {}
+        self.started = time.monotonic()
         self.run_dir = Path(run_dir)
         self.options = options
         self.snapshot = Snapshot(
@@ -261,12 +266,13 @@ class LiveView:
         return {n: {"newest_ns": t, "finished": n in self.finished} for n, t in sorted(self.newest.items())}
 
     def watermark(self) -> int | None:
-        """Rows completed at or before this (ns) have all arrived; None: no node has shipped yet."""
+        """Rows completed at or before this (ns) have all arrived; None: not known yet."""
         running = {n: t for n, t in self.newest.items() if n not in self.finished}
         waiting = self.expected - set(self.newest) - self.finished
-        if waiting:
+        if waiting and time.monotonic() - self.started < FIRST_ROWS_GRACE_S:
             return None  # an expected node has shipped nothing: its first rows may be older than any
         if not running:
+            # Every node that shipped is done (or none shipped): every row is in.
             return max(self.newest.values(), default=None)
         return min(running.values()) - int(SETTLE_S * 1e9)
 

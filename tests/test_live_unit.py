@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pyarrow as pa
 from locust.env import Environment
 
-from analysis.live import REQUEST_TYPE, SETTLE_S, LiveView, Snapshot, table_rows
+from analysis.live import FIRST_ROWS_GRACE_S, REQUEST_TYPE, SETTLE_S, LiveView, Snapshot, table_rows
 from cachestorm.history import ROW_COLUMNS, SCHEMA
 
 S = 1_000_000_000
@@ -29,6 +30,7 @@ def batch(node: str, *rows: tuple[int, int]) -> pa.RecordBatch:
 def view(expected: tuple[str, ...] = ()) -> LiveView:
     v = LiveView(Environment())
     v.expected = set(expected)
+    v.started = time.monotonic()
     return v
 
 
@@ -38,6 +40,14 @@ def test_nothing_is_judged_until_every_expected_node_has_shipped() -> None:
     assert v.watermark() is None
     v.on_rows("w2", batch("w2", (2, 7 * S)))
     assert v.watermark() == 7 * S - int(SETTLE_S * S)
+
+
+def test_a_node_that_ships_nothing_holds_the_judging_back_only_for_a_while() -> None:
+    v = view(("w1", "w2"))
+    v.on_rows("w1", batch("w1", (1, 10 * S)))
+    assert v.watermark() is None
+    v.started -= FIRST_ROWS_GRACE_S
+    assert v.watermark() == 10 * S - int(SETTLE_S * S)
 
 
 def test_the_slowest_running_node_holds_the_watermark_and_a_finished_one_does_not() -> None:
