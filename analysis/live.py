@@ -79,6 +79,11 @@ REQUEST_TYPE = "COHERENCE"
 #: The exit-code-like number of each outcome, as /metrics gives it (docs/checks.md, "Exit status").
 OUTCOME_CODE = {"pass": 0, "fail": 1, "unknown": 3, "not applicable": -1}
 
+#: Why a check was not run on a window: neither needed nor fed (see :meth:`LiveView.relevant`).
+NOT_LIVE = "not judged live: no running user class needs it and no row so far is one of its own"
+#: The operations every coherence check reads: their presence says nothing of one check in particular.
+COMMON_OPS = frozenset({"read", "write", "sweep"})
+
 #: Per check: (what it counted, the figure of its denominator, its headline figures for the tab).
 SHOWN: dict[str, tuple[str, tuple[str, ...]]] = {
     "stale_read": ("reads_checked", ("stale", "stale_after_unconfirmed", "age_max_us")),
@@ -160,6 +165,7 @@ def _entry(result: Any, outcome: str, examples: int) -> dict[str, Any]:
     counted, _shown = SHOWN.get(result.name, ("", ()))
     return {
         "outcome": outcome,
+        "judged": result.reason != NOT_LIVE,
         "violations": int(result.violations),
         "checked": d.get(counted),
         "reason": result.reason,
@@ -201,6 +207,9 @@ class LiveView:
         self.logged: dict[str, int] = {}
         self.dirty = False
         self.started = 0.0
+        #: The operations (``f``) seen so far, and whether a read named a cache tier (``hit:<t>``).
+        self.ops: set[str] = set()
+        self.tiered = False
 
     # Events ------------------------------------------------------------------------------------
     def on_run_started(self, run_dir: Path, options: Any, expected_nodes: Any = (), **_kw: Any) -> None:
@@ -212,6 +221,8 @@ class LiveView:
         self.uncertainty = {}
         self.expected = set(expected_nodes or ())
         self.logged = {}
+        self.ops = set()
+        self.tiered = False
         self.started = time.monotonic()
         self.run_dir = Path(run_dir)
         self.options = options
@@ -232,6 +243,11 @@ class LiveView:
         self.rows += batch.num_rows
         self.dirty = True
         import pyarrow.compute as pc  # noqa: PLC0415
+
+        self.ops.update(str(f) for f in pc.unique(batch.column("f")).to_pylist() if f is not None)
+        if not self.tiered:
+            sources = pc.unique(batch.column("source")).to_pylist()
+            self.tiered = any(isinstance(s, str) and s.startswith("hit:") for s in sources)
 
         # The master's own rows (process 0: initial versions, stats, sweep) say nothing of how far
         # a node's users have shipped.
@@ -275,6 +291,18 @@ class LiveView:
             # Every node that shipped is done (or none shipped): every row is in.
             return max(self.newest.values(), default=None)
         return min(running.values()) - int(SETTLE_S * 1e9)
+
+    def relevant(self, name: str, needed: Any) -> bool:
+        """Whether to run a check on this window: the running user classes need it, or the rows
+        hold one of the operations only it reads (for ``tier_staleness``: a target naming its
+        tiers, or a tab's ``ui_read``). Otherwise it would judge nothing but pay its fixed cost."""
+        from analysis.registry import BY_NAME  # noqa: PLC0415
+
+        if name in needed:
+            return True
+        if name == "tier_staleness":
+            return self.tiered or "ui_read" in self.ops
+        return bool((set(BY_NAME[name].reads) - COMMON_OPS) & self.ops)
 
     def classes(self) -> dict[str, Any]:
         """The part of run.json that says which user classes run, for which checks are needed."""
@@ -321,6 +349,7 @@ class LiveView:
         from analysis.options import Options  # noqa: PLC0415
         from analysis.outcomes import needed_checks  # noqa: PLC0415
         from analysis.registry import BY_NAME, Context  # noqa: PLC0415
+        from analysis.verdict import CheckResult  # noqa: PLC0415
 
         snap = self.snapshot
         t0 = time.perf_counter()
@@ -344,7 +373,10 @@ class LiveView:
         with sharing(history) as h:
             context = Context(h, None, options, len(h))
             for name in LIVE_CHECKS:
-                result = BY_NAME[name].call(context)
+                if self.relevant(name, needed):
+                    result = BY_NAME[name].call(context)
+                else:
+                    result = CheckResult.skip(name, NOT_LIVE)
                 checks[name] = _entry(result, live_outcome(result, needed), options.examples)
         snap.checks = checks
         snap.nodes = self.node_table()
