@@ -527,7 +527,8 @@ def table_rows(snapshot: Snapshot) -> list[dict[str, str]]:
                         # hits and misses are stale_read's), so the count is a figure, not a verdict.
                         "violations": "",
                         "checked": _short(t.get("reads")),
-                        "figures": f"stale {_short(t.get('stale'))}, age max {_short(t.get('age_max_us'))} us",
+                        "figures": f"stale {_short(t.get('stale'))}, "
+                        f"age_max_us {_short(t.get('age_max_us'))}",
                         "example": "",
                     }
                 )
