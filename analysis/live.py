@@ -68,6 +68,10 @@ SETTLE_S = 0.5
 #: judgement's own time, so that on a long run the view takes a bounded share of the master's CPU.
 TICK_S = 1.0
 PAUSE_FACTOR = 4.0
+#: The pause when nobody has asked for the figures (the tab, /coherence, /metrics) for
+#: :data:`WATCHED_S`: a headless run only needs its failures logged, which its end does in full.
+IDLE_TICK_S = 5.0
+WATCHED_S = 6.0
 #: Seconds after a run's start past which an expected node that has shipped nothing (a worker with
 #: no users) no longer holds the judging back.
 FIRST_ROWS_GRACE_S = 10.0
@@ -207,6 +211,8 @@ class LiveView:
         self.logged: dict[str, int] = {}
         self.dirty = False
         self.started = 0.0
+        #: Until when (monotonic) someone is watching: set by every request for the figures.
+        self.watched_until = 0.0
         #: The operations (``f``) seen so far, and whether a read named a cache tier (``hit:<t>``).
         self.ops: set[str] = set()
         self.tiered = False
@@ -292,6 +298,10 @@ class LiveView:
             return max(self.newest.values(), default=None)
         return min(running.values()) - int(SETTLE_S * 1e9)
 
+    def watched(self) -> None:
+        """Someone asked for the figures: judge every :data:`TICK_S` for a while."""
+        self.watched_until = time.monotonic() + WATCHED_S
+
     def relevant(self, name: str, needed: Any) -> bool:
         """Whether to run a check on this window: the running user classes need it, or the rows
         hold one of the operations only it reads (for ``tier_staleness``: a target naming its
@@ -313,16 +323,21 @@ class LiveView:
         }
 
     def _loop(self) -> None:
+        last, pause = 0.0, 0.0
         while True:
+            gevent.sleep(TICK_S)
+            now = time.monotonic()
+            every = TICK_S if now < self.watched_until else IDLE_TICK_S
+            if not self.dirty or now < last + max(every, pause):
+                continue
+            self.dirty = False
             started = time.perf_counter()
-            if self.dirty:
-                self.dirty = False
-                try:
-                    self.judge_window()
-                except Exception as e:
-                    log.error("cachestorm: the live view could not judge the rows so far: %s", e)
-            elapsed = time.perf_counter() - started
-            gevent.sleep(max(TICK_S, PAUSE_FACTOR * elapsed))
+            try:
+                self.judge_window()
+            except Exception as e:
+                log.error("cachestorm: the live view could not judge the rows so far: %s", e)
+            pause = PAUSE_FACTOR * (time.perf_counter() - started)
+            last = time.monotonic()
 
     def frame(self, upto_ns: int | None) -> Any:
         """The rows kept so far (those completed at or before ``upto_ns``) as the analysis's frame."""
@@ -621,11 +636,13 @@ def _mount(environment: Any, view: LiveView) -> None:
     @app.route("/coherence")
     @auth
     def coherence() -> Response:
+        view.watched()
         return Response(json.dumps(view.snapshot.to_json(), default=str), mimetype="application/json")
 
     @app.route("/metrics")
     @auth
     def metrics() -> Response:
+        view.watched()
         body, content_type = metrics_text(view.snapshot)
         return Response(body, content_type=content_type)
 
@@ -637,6 +654,7 @@ def _mount(environment: Any, view: LiveView) -> None:
         data = response.get_json(silent=True)
         if not isinstance(data, dict):
             return response
+        view.watched()
         extended = [e for e in data.get("extended_stats") or [] if e.get("key") != "coherence"]
         extended.append({"key": "coherence", "data": table_rows(view.snapshot)})
         data["extended_stats"] = extended
