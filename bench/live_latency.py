@@ -52,7 +52,8 @@ def main() -> None:
     p.add_argument("--readers", type=int, default=20)
     p.add_argument("--keys", type=int, default=200)
     a = p.parse_args()
-    seconds = round(a.trials * PLANT_EVERY_S + 6)
+    # Margin for planted reads that were not stale (a key the planter found uncached twice) and the end.
+    seconds = round(a.trials * PLANT_EVERY_S * 1.5 + 10)
     port, master = free_port(), free_port()
     polls: list[tuple[int, int]] = []
     with EmbeddedServices() as svc, tempfile.TemporaryDirectory() as tmp:
