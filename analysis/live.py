@@ -29,7 +29,8 @@ none among the judged rows. The verdict so far is fail or unknown, never pass: t
 rows past the watermark are not judged yet. When the run ends, the view runs the full analysis
 (:func:`analysis.checks.run_checks` with ``run.json``), which is the verdict of record.
 
-Workers never build a view: this module imports pandas only when a run starts on the master.
+Workers never build a view: this module imports pandas only on the master (or local runner), at
+Locust's ``init``.
 """
 
 from __future__ import annotations
@@ -684,6 +685,10 @@ def setup(environment: Any, **_kw: Any) -> LiveView | None:
         return None
     if parsed is not None and getattr(parsed, "live", "on") == "off":
         return None
+    # Loaded now, at start-up, rather than at the first judgement: importing pandas and the checks
+    # takes a second or more of CPU, which in the first seconds of a run the workers would feel.
+    import analysis.checks  # noqa: F401, PLC0415
+
     view = LiveView(environment)
 
     # Hooked to this environment's own runs only (tests run several environments in one process).
