@@ -16,7 +16,7 @@ from typing import Any
 
 from locust import events
 
-from analysis import at_run_end
+from analysis import at_run_end, live
 from cachestorm import embedded, options, plugin
 from cachestorm import events as cachestorm_events
 from shapes import OpenModel, Soak, Spike, Stages, StagesError, StepRamp, load_stages, open_model_problem
@@ -56,6 +56,7 @@ __all__ = [
 events.init_command_line_parser.add_listener(options.add_arguments)
 events.init_command_line_parser.add_listener(contention.add_arguments)
 cachestorm_events.run_finished.add_listener(at_run_end.judge)
+live.wire()
 
 
 def choose_shape(environment: Any) -> None:

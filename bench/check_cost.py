@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +56,17 @@ def bare(urls: ServiceURLs, a: argparse.Namespace) -> float:
     return total
 
 
-def locust(urls: ServiceURLs, a: argparse.Namespace, checks: str, results: Path) -> float:
-    stats = results / f"stats-{checks}"
+def locust(
+    urls: ServiceURLs,
+    a: argparse.Namespace,
+    checks: str,
+    results: Path,
+    extra: Sequence[str] = (),
+    label: str = "",
+) -> float:
+    """ops/s of one Locust run on --processes workers; ``extra`` options are added (bench/live_cost.py)."""
+    label = label or checks
+    stats = results / f"stats-{label}"
     argv = [
         sys.executable,
         "-m",
@@ -71,8 +81,8 @@ def locust(urls: ServiceURLs, a: argparse.Namespace, checks: str, results: Path)
     argv += ["-u", str(a.concurrency), "-r", str(a.concurrency * 10), "-t", f"{a.seconds}s"]
     argv += ["--keys", str(a.keys), "--history", "on", "--results-dir", str(results)]
     argv += ["--clock-sync", checks, "--check-services", checks, "--json-file", str(stats)]
-    argv += ["--redis-url", urls.redis_url, "--pg-dsn", urls.pg_dsn, "--ws-url", urls.ws_url]
-    log = results / f"locust-{checks}.log"
+    argv += ["--redis-url", urls.redis_url, "--pg-dsn", urls.pg_dsn, "--ws-url", urls.ws_url, *extra]
+    log = results / f"locust-{label}.log"
     # To a file, not a pipe: the forked workers hold a pipe open after their master has exited.
     with open(log, "wb") as out:
         # A session of its own, so that the forked workers go with their master whatever happens.
@@ -88,7 +98,7 @@ def locust(urls: ServiceURLs, a: argparse.Namespace, checks: str, results: Path)
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     if code != 0:
-        sys.exit(f"check_cost: locust (checks {checks}) failed with exit {code}:\n{log.read_text()[-3000:]}")
+        sys.exit(f"check_cost: locust ({label}) failed with exit {code}:\n{log.read_text()[-3000:]}")
     entries = json.loads(stats.with_suffix(".json").read_text())
     get = next(e for e in entries if e["method"] == "REDIS" and e["name"] == "get")
     return float(get["num_requests"] / (get["last_request_timestamp"] - get["start_time"]))

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from locust import constant, events
 
-from analysis import at_run_end
+from analysis import at_run_end, live
 from cachestorm import events as cachestorm_events
 from cachestorm import options, plugin
 from cachestorm.schema import entity_key
@@ -19,6 +19,7 @@ from users import CacheReader
 
 events.init_command_line_parser.add_listener(options.add_arguments)
 cachestorm_events.run_finished.add_listener(at_run_end.judge)
+live.wire()
 
 
 class HitReader(CacheReader):

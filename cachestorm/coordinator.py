@@ -86,7 +86,16 @@ class Coordinator:
             parsed.seed = secrets.randbits(31)
         self.options = o = Options.from_parsed(parsed)
         self.run_dir = Path(o.results_dir) / run_id
-        self.collector = Collector(self.run_dir, run_id, flush_interval_s=o.history_flush_s)
+        env = self.environment
+        self.collector = Collector(
+            self.run_dir,
+            run_id,
+            flush_interval_s=o.history_flush_s,
+            on_rows=lambda node, batch, uncertainty: events.rows_collected.fire(
+                environment=env, node=node, batch=batch, clock_uncertainty_ns=uncertainty
+            ),
+            on_end=lambda node: events.node_finished.fire(environment=env, node=node),
+        )
         self.contract_broken = ""
         self.stopped_for = ""
         self.missing_since = {}
@@ -103,6 +112,12 @@ class Coordinator:
             }
         )
         point_latest(self.run_dir)
+        events.run_started.fire(
+            environment=self.environment,
+            run_dir=self.run_dir,
+            options=o,
+            expected_nodes=sorted(self.collector.expected_nodes),
+        )
         self.stop_tick()
         self.tick_greenlet = gevent.spawn(self._tick, self.collector)
         self.close_target()

@@ -169,7 +169,10 @@ class Shipper:
             columns[9] = [None if t is None else t + off for t in columns[9]]
         self.batches += 1
         self.rows += len(rows)
-        self.send(MSG_BATCH, {"run": self.run_id, "node": self.node, "seq": self.batches, "columns": columns})
+        batch = {"run": self.run_id, "node": self.node, "seq": self.batches, "columns": columns}
+        # The live view's tolerance while the run goes (the final count carries the last figure).
+        batch["clock_uncertainty_ns"] = self.clock_uncertainty_ns
+        self.send(MSG_BATCH, batch)
         return len(rows)
 
     def end(self) -> None:
@@ -252,8 +255,21 @@ class Collector:
     (0: only every PART_ROWS rows, as a measure of what the periodic parts cost).
     """
 
-    def __init__(self, run_dir: Path, run_id: str, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        run_id: str,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        on_rows: Callable[[str, pa.RecordBatch, int], None] | None = None,
+        on_end: Callable[[str], None] | None = None,
+    ) -> None:
         self.run_dir = run_dir
+        # Told of every batch of rows taken in, with its node's clock uncertainty (ns), and of every
+        # node's final count (the live view).
+        self.on_rows = on_rows
+        self.on_end = on_end
+        #: Per node, the clock uncertainty its newest batch carried (run.json keeps the final count's).
+        self.shipped_uncertainty: dict[str, int] = {}
         self.run_id = run_id
         self.flush_interval_s = flush_interval_s
         self.history_dir = run_dir / "history"
@@ -293,6 +309,7 @@ class Collector:
         if seq in tally.seqs:
             return
         tally.seqs.add(seq)
+        self.shipped_uncertainty[data["node"]] = int(data.get("clock_uncertainty_ns") or 0)
         newest = self.add_rows(data["node"], data["columns"])
         tally.rows += len(data["columns"][0])
         if newest is not None and (tally.last_row_ns is None or newest > tally.last_row_ns):
@@ -312,6 +329,8 @@ class Collector:
         started = data.get("schedule_started_ns")
         tally.schedule_started_ns = None if started is None else int(started)
         tally.cpu_percent = data.get("cpu_percent")
+        if self.on_end is not None:
+            self.on_end(data["node"])
 
     # Rows ---------------------------------------------------------------------------------------
     def add_rows(self, node: str, columns: Sequence[Sequence[Any]]) -> int | None:
@@ -324,7 +343,10 @@ class Collector:
             arrays.append(pa.array(col, SCHEMA.field(name).type))
         if not self._pending_rows:
             self._oldest_pending = time.monotonic()
-        self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+        self._pending.append(batch)
+        if self.on_rows is not None:
+            self.on_rows(node, batch, self.shipped_uncertainty.get(node, 0))
         self._pending_rows += n
         if self._pending_rows >= PART_ROWS:
             self.write_part()

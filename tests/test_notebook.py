@@ -169,7 +169,8 @@ def test_a_real_run_plots_everything_and_matches_the_cli(
     )
     args += f" --redis-url {services.redis_url} --pg-dsn {services.pg_dsn} --ws-url {services.ws_url}"
     out = run_locust([*args.split(), "--results-dir", str(tmp_path), "--run-id", "nb"], timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
+    # 1: the live view logged its violations as Locust failures (COHERENCE <check>).
+    assert out.returncode == 1, out.stderr[-3000:]
     summary = analyse(tmp_path / "nb")
     assert summary["checks"]["stale_read"]["violations"] > 0
     assert summary["checks"]["latency"]["notification"]["count"] > 0

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from analysis import check_stampede, load_history
+from analysis.live import LIVE_CHECKS
 from tests.conftest import run_analysis, run_locust
 
 pytestmark = pytest.mark.integration
@@ -27,9 +28,13 @@ def dogpile_run(results: Path, guard: str) -> dict[str, Any]:
     args += " --dogpile-instances 4 --dogpile-load-delay-ms 50 --ramp-users 20 --ramp-time 0"
     args += " --hold-time 6 --quiesce-time 1 --keys 2 --listeners 0"
     out = run_locust([*args.split(), "--results-dir", str(results), "--run-id", guard])
-    assert out.returncode == 0, out.stderr[-3000:]
     run_analysis(results / guard)
     summary: dict[str, Any] = json.loads((results / guard / "summary.json").read_text())
+    # The live view logged a Locust failure (COHERENCE <check>) for each check the analysis failed
+    # among those it judges (the app's own fills race its writes: stale reads), so Locust's exit
+    # code says whether there was one.
+    logged = [n for n in (*LIVE_CHECKS, "divergence") if summary["checks"][n]["outcome"] == "fail"]
+    assert out.returncode == (1 if logged else 0), (logged, out.stderr[-3000:])
     return summary["checks"]["stampede"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from locust import between, events
 
-from analysis import at_run_end
+from analysis import at_run_end, live
 from cachestorm import events as cachestorm_events
 from cachestorm import options, plugin
 from shapes import StepRamp
@@ -20,6 +20,7 @@ __all__ = ["FastReader", "FastWriter", "Listener", "StepRamp"]
 
 events.init_command_line_parser.add_listener(options.add_arguments)
 cachestorm_events.run_finished.add_listener(at_run_end.judge)
+live.wire()
 
 
 class FastReader(CacheReader):

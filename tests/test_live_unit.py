@@ -1,0 +1,108 @@
+"""The live view's pure parts: the watermark, the failures it logs once, the tab's rows."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow as pa
+from locust.env import Environment
+
+from analysis.live import FIRST_ROWS_GRACE_S, REQUEST_TYPE, SETTLE_S, LiveView, Snapshot, table_rows
+from cachestorm.history import ROW_COLUMNS, SCHEMA
+
+S = 1_000_000_000
+
+
+def batch(node: str, *rows: tuple[int, int]) -> pa.RecordBatch:
+    """Reads by ``(process, t_complete)``."""
+    cols: dict[str, list[Any]] = {c: [] for c in ROW_COLUMNS}
+    for process, t in rows:
+        for c, v in zip(
+            ROW_COLUMNS, (process, "read", "k", "ok", t - 10, t, 0, None, "hit", None), strict=True
+        ):
+            cols[c].append(v)
+    arrays = [pa.array(cols["process"], pa.int64()), pa.array([node] * len(rows), pa.string())]
+    arrays += [pa.array(cols[c], SCHEMA.field(c).type) for c in ROW_COLUMNS[1:]]
+    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+
+def view(expected: tuple[str, ...] = ()) -> LiveView:
+    v = LiveView(Environment())
+    v.expected = set(expected)
+    v.started = time.monotonic()
+    return v
+
+
+def test_nothing_is_judged_until_every_expected_node_has_shipped() -> None:
+    v = view(("w1", "w2"))
+    v.on_rows("w1", batch("w1", (1, 10 * S)))
+    assert v.watermark() is None
+    v.on_rows("w2", batch("w2", (2, 7 * S)))
+    assert v.watermark() == 7 * S - int(SETTLE_S * S)
+
+
+def test_a_node_that_ships_nothing_holds_the_judging_back_only_for_a_while() -> None:
+    v = view(("w1", "w2"))
+    v.on_rows("w1", batch("w1", (1, 10 * S)))
+    assert v.watermark() is None
+    v.started -= FIRST_ROWS_GRACE_S
+    assert v.watermark() == 10 * S - int(SETTLE_S * S)
+
+
+def test_the_slowest_running_node_holds_the_watermark_and_a_finished_one_does_not() -> None:
+    v = view()
+    v.on_rows("w1", batch("w1", (1, 10 * S), (1, 12 * S)))
+    v.on_rows("w2", batch("w2", (2, 8 * S)))
+    assert v.watermark() == 8 * S - int(SETTLE_S * S)
+    v.on_node_finished("w2")
+    assert v.watermark() == 12 * S - int(SETTLE_S * S)
+    v.on_node_finished("w1")
+    assert v.watermark() == 12 * S  # every node done: every row is in
+
+
+def test_the_masters_own_rows_do_not_move_the_watermark() -> None:
+    v = view()
+    v.on_rows("w1", batch("w1", (1, 5 * S)))
+    v.on_rows("w1", batch("w1", (0, 50 * S)))  # process 0: the master's stats sample
+    assert v.watermark() == 5 * S - int(SETTLE_S * S)
+
+
+def test_each_violation_is_one_locust_failure_logged_once() -> None:
+    v = view()
+    seen: list[tuple[str, str, bool]] = []
+    v.environment.events.request.add_listener(
+        lambda request_type, name, exception=None, **_kw: seen.append(
+            (request_type, name, exception is not None)
+        )
+    )
+    v.log_failures({"stale_read": 2})
+    v.log_failures({"stale_read": 3, "monotonic_read": 0})
+    v.log_failures({"stale_read": 3})
+    assert seen == [(REQUEST_TYPE, "stale_read", True)] * 3
+
+
+def test_the_tab_starts_with_the_verdict_so_far() -> None:
+    snap = Snapshot(
+        state="running", run_id="r1", verdict="fail", verdict_reason="so far: violations of stale_read"
+    )
+    snap.checks = {
+        "stale_read": {
+            "outcome": "fail",
+            "violations": 4,
+            "checked": 100,
+            "reason": None,
+            "figures": {"stale": 4, "stale_after_unconfirmed": 0, "age_max_us": 1500.0},
+            "examples": [{"key": "k", "process": 3, "version": 1, "age_us": 1500.0}],
+        }
+    }
+    rows = table_rows(snap)
+    assert rows[0]["check"] == "verdict so far" and rows[0]["outcome"] == "FAIL"
+    assert rows[1] == {
+        "check": "stale_read",
+        "outcome": "FAIL",
+        "violations": "4",
+        "checked": "100",
+        "figures": "stale 4, stale_after_unconfirmed 0, age_max_us 1500",
+        "example": "key=k process=3 version=1 age_us=1500",
+    }
