@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from locust import events as locust_events
 
+from analysis import display
 from cachestorm import events
 
 log = logging.getLogger("cachestorm")
@@ -498,16 +499,21 @@ TABLE = {
 }
 
 
-def _short(value: Any) -> str:
-    n = _number(value)
-    if n is None:
+def _short(value: Any, name: str = "") -> str:
+    """A figure as the report shows it (analysis/display.py): durations in µs or ms by the name's
+    unit suffix, never in scientific notation."""
+    if _number(value) is None:
         return "-" if value is None else str(value)
-    return str(int(n)) if n == int(n) else f"{n:.3g}"
+    return display.figure(name, value)
+
+
+def _named(name: str, value: Any) -> str:
+    return f"{display.label(name)} {_short(value, name)}"
 
 
 def _example_text(example: dict[str, Any]) -> str:
     keep = ("tier", "key", "process", "version", "age_us", "previously_seen", "violation")
-    parts = [f"{k}={_short(example[k])}" for k in keep if k in example]
+    parts = [f"{display.label(k)}={_short(example[k], k)}" for k in keep if k in example]
     missed = example.get("missed_write")
     if isinstance(missed, dict):
         parts.append(f"missed v{missed.get('version')}")
@@ -531,7 +537,7 @@ def table_rows(snapshot: Snapshot) -> list[dict[str, str]]:
     for name, c in s["checks"].items():
         _counted, headline = SHOWN.get(name, ("", ()))
         figures = c["figures"]
-        text = ", ".join(f"{k} {_short(figures.get(k))}" for k in headline if k in figures)
+        text = ", ".join(_named(k, figures.get(k)) for k in headline if k in figures)
         rows.append(
             {
                 "check": name,
@@ -553,8 +559,7 @@ def table_rows(snapshot: Snapshot) -> list[dict[str, str]]:
                         # hits and misses are stale_read's), so the count is a figure, not a verdict.
                         "violations": "",
                         "checked": _short(t.get("reads")),
-                        "figures": f"stale {_short(t.get('stale'))}, "
-                        f"age_max_us {_short(t.get('age_max_us'))}",
+                        "figures": ", ".join(_named(k, t.get(k)) for k in ("stale", "age_max_us")),
                         "example": "",
                     }
                 )

@@ -36,7 +36,7 @@ def test_the_coherence_tab_shows_stale_reads_rise(page: Any, tmp_path: Path) -> 
     try:
         page.goto(base + "/")
         # The StepRamp shape sets the user count (--ramp-users): the form's own count is disabled.
-        page.get_by_text("Custom parameters").click()
+        page.get_by_role("button", name="Custom parameters").click()
         page.locator("input[name=strategy]").fill("cache-aside")
         page.locator("input[name=fillDelayMs]").fill("50")
         page.get_by_role("button", name=re.compile("start", re.I)).click()

@@ -103,6 +103,6 @@ def test_the_tab_starts_with_the_verdict_so_far() -> None:
         "outcome": "FAIL",
         "violations": "4",
         "checked": "100",
-        "figures": "stale 4, stale_after_unconfirmed 0, age_max_us 1500",
-        "example": "key=k process=3 version=1 age_us=1500",
+        "figures": "stale 4, stale_after_unconfirmed 0, age_max 1.5 ms",
+        "example": "key=k process=3 version=1 age=1.5 ms",
     }
