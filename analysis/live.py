@@ -35,6 +35,7 @@ Locust's ``init``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -79,8 +80,9 @@ WATCHED_S = 6.0
 #: Seconds after a run's start past which an expected node that has shipped nothing (a worker with
 #: no users) no longer holds the judging back.
 FIRST_ROWS_GRACE_S = 10.0
-#: Past this many rows the view stops judging (its copy of the history lives in the master's
-#: memory) and says so; the post-run analysis still judges everything.
+#: Past this many rows the view stops judging and lets go of its copy of the history (it lives in
+#: the master's memory, which a soak's history must not fill) and says so; its final figures are
+#: then the post-run analysis's (summary.json), which judges everything.
 MAX_ROWS = 2_000_000
 #: Locust's request type of the failures the view logs.
 REQUEST_TYPE = "COHERENCE"
@@ -249,20 +251,19 @@ class LiveView:
     def on_rows(self, node: str, batch: Any, clock_uncertainty_ns: int = 0, **_kw: Any) -> None:
         from analysis.load import CATEGORICAL  # noqa: PLC0415
 
-        # Strings as dictionaries once, as they arrive: each judgement then builds its frame from
-        # them at a third of the cost of encoding every row again.
-        self.batches.append(
-            pa.RecordBatch.from_arrays(
-                [
-                    pc.dictionary_encode(column) if name in CATEGORICAL else column
-                    for name, column in zip(batch.schema.names, batch.columns, strict=True)
-                ],
-                names=batch.schema.names,
-            )
-        )
+        self.rows += batch.num_rows
+        if self.rows > MAX_ROWS:
+            self.batches = []
+        else:
+            # Strings as dictionaries once, as they arrive: each judgement then builds its frame
+            # from them at a third of the cost of encoding every row again.
+            columns = [
+                pc.dictionary_encode(column) if name in CATEGORICAL else column
+                for name, column in zip(batch.schema.names, batch.columns, strict=True)
+            ]
+            self.batches.append(pa.RecordBatch.from_arrays(columns, names=batch.schema.names))
         # As the analysis takes it from run.json: the worst node's uncertainty is the tolerance.
         self.uncertainty[node] = int(clock_uncertainty_ns)
-        self.rows += batch.num_rows
         self.dirty = True
 
         self.ops.update(str(f) for f in pc.unique(batch.column("f")).to_pylist() if f is not None)
@@ -426,6 +427,55 @@ class LiveView:
         self.log_failures({n: c["violations"] for n, c in checks.items() if c["outcome"] == "fail"})
 
     def judge_final(self, run_dir: Path) -> None:
+        """The run's final figures: the post-run analysis's own (summary.json, written by the
+        analysis at the run's end, which runs before this), else the checks on the rows kept."""
+        summary_file = run_dir / "summary.json"
+        if summary_file.is_file():
+            self.final_from_summary(json.loads(summary_file.read_text()))
+        elif self.rows > MAX_ROWS:
+            snap = self.snapshot
+            snap.state, snap.verdict = "finished", "unknown"
+            snap.verdict_reason = (
+                f"over {MAX_ROWS} rows and no analysis at the end (--end-analysis off): "
+                f"judge the run with python -m analysis {run_dir}"
+            )
+            snap.updated_ns = time.time_ns()
+        else:
+            self.final_from_rows(run_dir)
+
+    def final_from_summary(self, summary: dict[str, Any]) -> None:
+        snap = self.snapshot
+        shown = (*LIVE_CHECKS, "divergence")
+        examples = int(summary.get("options", {}).get("examples") or 5)
+        checks = {}
+        for name, d in summary.get("checks", {}).items():
+            if name not in shown:
+                continue
+            counted, _headline = SHOWN.get(name, ("", ()))
+            checks[name] = {
+                "outcome": d.get("outcome", "unknown"),
+                "judged": True,
+                "violations": int(d.get("violations") or 0),
+                "checked": d.get(counted),
+                "reason": d.get("reason"),
+                "figures": {
+                    k: v for k, v in d.items() if k not in ("examples", "outcome", "passed", "reason")
+                },
+                "examples": list(d.get("examples") or [])[:examples],
+            }
+        snap.checks = checks
+        snap.state = "finished"
+        snap.nodes = self.node_table()
+        snap.watermark_ns = max(self.newest.values(), default=None)
+        snap.rows_seen = self.rows
+        snap.rows_judged = int(summary.get("run", {}).get("rows") or self.rows)
+        snap.updated_ns = time.time_ns()
+        snap.verdict = str(summary.get("verdict", "unknown"))
+        named = summary.get("failed") or summary.get("unknown") or []
+        snap.verdict_reason = "the run's analysis: " + (", ".join(named) or "every check passed")
+        self.log_failures({n: c["violations"] for n, c in checks.items() if c["outcome"] == "fail"})
+
+    def final_from_rows(self, run_dir: Path) -> None:
         from analysis.checks import run_checks  # noqa: PLC0415
         from analysis.load import load_run  # noqa: PLC0415
 
@@ -449,7 +499,7 @@ class LiveView:
         snap.analysis_s = time.perf_counter() - t0
         snap.updated_ns = time.time_ns()
         snap.verdict = verdict.outcome
-        snap.verdict_reason = "the run's analysis (no thresholds): " + (
+        snap.verdict_reason = "every row, judged by the live view (no thresholds): " + (
             ", ".join(verdict.failed)
             if verdict.failed
             else ", ".join(verdict.unknown) or "every check passed"

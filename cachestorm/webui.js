@@ -71,6 +71,14 @@
 
   // The form: group headings, full help texts, the contention group, the shape's note.
   function enhance() {
+    // Locust's header shows its host, which cachestorm's users never use: the banner names the run.
+    document.querySelectorAll("header p").forEach((label) => {
+      const item = label.parentElement;
+      if (label.textContent.trim() !== "Host" || item.style.display === "none") return;
+      item.style.display = "none";
+      const divider = item.nextElementSibling;
+      if (divider && divider.tagName === "HR") divider.style.display = "none";
+    });
     document.querySelectorAll("form").forEach((form) => {
       const scenario = fieldNamed(form, "scenario");
       const contention = !scenario || conf.contention_scenarios.includes(scenario.value);

@@ -97,9 +97,13 @@ def run_analysis(results: Path, *extra: str) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
-    """One headless Debian chromium, driven by Playwright, for the session's browser tests."""
+    """A headless Debian chromium, driven by Playwright, for one test.
+
+    Not shared across tests: Playwright's sync API holds an asyncio loop running in the main
+    thread while it is open, and later tests that call ``asyncio.run`` (the notifier's) would fail.
+    """
     path = chromium_path()
     if path is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it as root)")

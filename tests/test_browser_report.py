@@ -44,7 +44,8 @@ def run(services: ServiceURLs, results: Path, strategy: str) -> Path:
     args += f" --quiesce-time 1 --keys 40 --strategy {strategy} --fill-delay-ms 50 --listeners 2"
     urls = ["--redis-url", services.redis_url, "--pg-dsn", services.pg_dsn, "--ws-url", services.ws_url]
     out = run_locust([*args.split(), "--results-dir", str(results), "--run-id", strategy, *urls])
-    assert out.returncode == 0, out.stderr[-3000:]
+    # The live view makes the broken run's violations Locust failures: Locust exits 1 on them.
+    assert out.returncode == (1 if strategy == "cache-aside" else 0), out.stderr[-3000:]
     return results / strategy
 
 

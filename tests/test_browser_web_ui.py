@@ -82,8 +82,10 @@ def test_three_runs_from_the_form(page: Any, tmp_path: Path) -> None:
         note = form.locator(".cachestorm-shape-note")
         assert "set by the load shape StepRamp" in note.inner_text()
         assert not form.locator('[name="userCount"]').is_visible()
-        # cachestorm drives its target, not a host.
+        # cachestorm drives its target, not a host: neither the form nor the header shows one.
         assert not form.locator('[name="host"]').is_visible()
+        host_label = page.locator("header p", has_text=re.compile("^Host$"))
+        assert host_label.count() == 1 and not host_label.is_visible()
         # A contention scenario shows the contention group, and its help in full.
         field(form, "scenario").select_option("contention")
         contention = form.locator('.cachestorm-group[data-group="Contention"]')

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from locust.env import Environment
 
+from analysis import live
 from analysis.live import FIRST_ROWS_GRACE_S, REQUEST_TYPE, SETTLE_S, LiveView, Snapshot, table_rows
 from cachestorm.history import ROW_COLUMNS, SCHEMA
 
@@ -106,3 +109,32 @@ def test_the_tab_starts_with_the_verdict_so_far() -> None:
         "figures": "stale 4, stale_after_unconfirmed 0, age_max 1.5 ms",
         "example": "key=k process=3 version=1 age=1.5 ms",
     }
+
+
+def test_past_its_row_limit_the_view_lets_go_of_its_rows_and_ends_on_the_runs_analysis(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(live, "MAX_ROWS", 3)
+    v = view()
+    v.on_rows("w1", batch("w1", (1, 1 * S), (1, 2 * S)))
+    assert len(v.batches) == 1  # below the limit the rows are kept to be judged
+    v.on_rows("w1", batch("w1", (1, 3 * S), (1, 4 * S)))
+    assert v.batches == [] and v.rows == 4
+    v.judge_window()
+    assert v.snapshot.verdict == "unknown" and "stopped judging" in v.snapshot.verdict_reason
+    # No analysis at the end: nothing the view kept can judge the run, so it says unknown.
+    v.judge_final(tmp_path)
+    assert v.snapshot.verdict == "unknown" and "python -m analysis" in v.snapshot.verdict_reason
+    # The run's analysis wrote summary.json: its verdict and counts are the view's final figures.
+    summary = {
+        "verdict": "fail",
+        "failed": ["stale_read"],
+        "run": {"rows": 4},
+        "checks": {"stale_read": {"outcome": "fail", "violations": 2, "reads_checked": 4, "examples": []}},
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    v.judge_final(tmp_path)
+    snap = v.snapshot.to_json()
+    assert (snap["state"], snap["verdict"]) == ("finished", "fail")
+    assert snap["checks"]["stale_read"]["violations"] == 2
+    assert v.logged["stale_read"] == 2  # and they are Locust failures
