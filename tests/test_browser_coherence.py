@@ -1,5 +1,6 @@
 """The Coherence tab in a real browser: a cache-aside run with a fill delay, started from the web
-UI's form, shows its stale reads rising while it goes.
+UI's form, shows its stale reads rising while it goes; stopped by hand, its verdict and report are
+one click away, and a second run starts from New.
 
 Locust's UI renders the tab from ``extendedTabs`` / ``extendedTables`` and fills it from the
 ``extended_stats`` of the /stats/requests answer it polls every 2 s (analysis/live.py).
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser import screenshot
+from tests.test_browser_web_ui import RUN_MS, fill, new_run, wait_verdict
 from tests.test_web_ui import start_web_ui
 
 pytestmark = pytest.mark.integration
@@ -65,6 +67,36 @@ def test_the_coherence_tab_shows_stale_reads_rise(page: Any, tmp_path: Path) -> 
         page.get_by_role("tab", name="Failures").click()
         page.locator("table tr", has_text="COHERENCE").filter(has_text="stale_read").wait_for(timeout=10_000)
         screenshot(page, "coherence-failures")
+
+        # Stopped by hand mid-run: the run is closed and judged, its verdict shown with the report.
+        page.get_by_role("button", name="Stop").click()
+        first = wait_verdict(page, "", "fail")
+        with page.context.expect_page(timeout=RUN_MS) as opened:
+            page.click("#cachestorm-report")
+        report = opened.value
+        report.wait_for_load_state()
+        assert f"/cachestorm/runs/{first}/report.html" in report.url
+        assert "FAIL" in report.locator("#headline").inner_text()
+        screenshot(report, "coherence-stopped-run-report")
+        report.close()
+        page.bring_to_front()
+
+        # A second run starts from New, and the tab follows it.
+        dialog = new_run(page)
+        fill(dialog, "strategy", "versioned")
+        dialog.locator('button[type="submit"]').click()
+        page.wait_for_function(
+            """(old) => {
+                const line = document.querySelector('#cachestorm-line');
+                return line && !line.textContent.startsWith(`run ${old}:`)
+                    && document.querySelector('#cachestorm-state').dataset.state === 'running';
+            }""",
+            arg=first,
+            timeout=RUN_MS,
+        )
+        page.get_by_role("tab", name="Coherence").click()
+        page.locator("table tr", has_text="verdict so far").wait_for(timeout=30_000)
+        screenshot(page, "coherence-second-run")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
