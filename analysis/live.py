@@ -87,7 +87,7 @@ MAX_ROWS = 2_000_000
 #: Locust's request type of the failures the view logs.
 REQUEST_TYPE = "COHERENCE"
 #: The exit-code-like number of each outcome, as /metrics gives it (docs/checks.md, "Exit status").
-OUTCOME_CODE = {"pass": 0, "fail": 1, "unknown": 3, "not applicable": -1}
+OUTCOME_CODE = {"pass": 0, "fail": 1, "bad input": 2, "unknown": 3, "not applicable": -1}
 
 #: Why a check was not run on a window: neither needed nor fed (see :meth:`LiveView.relevant`).
 NOT_LIVE = "not judged live: no running user class needs it and no row so far is one of its own"
@@ -476,14 +476,23 @@ class LiveView:
         self.log_failures({n: c["violations"] for n, c in checks.items() if c["outcome"] == "fail"})
 
     def final_from_rows(self, run_dir: Path) -> None:
+        """No analysis ran at the end: judge the run as it would, from what the run wrote and with
+        the same refusals (a broken contract, a stopped run, versions that repeat or go back),
+        never from the rows in memory alone."""
         from analysis.checks import run_checks  # noqa: PLC0415
-        from analysis.load import load_run  # noqa: PLC0415
+        from analysis.errors import InputError  # noqa: PLC0415
+        from analysis.load import load_results  # noqa: PLC0415
 
         t0 = time.perf_counter()
-        run = load_run(run_dir)
-        history = self.frame(None)
-        verdict = run_checks(history, run)
         snap = self.snapshot
+        try:
+            inputs = load_results(run_dir)
+        except InputError as e:
+            snap.state, snap.verdict, snap.verdict_reason = "finished", "bad input", str(e)
+            snap.updated_ns = time.time_ns()
+            return
+        history = inputs.history if inputs.history is not None else self.frame(None)
+        verdict = run_checks(history, inputs.run)
         shown = (*LIVE_CHECKS, "divergence")
         snap.checks = {
             r.name: _entry(r, r.outcome, verdict.options.get("examples") or 5)

@@ -138,3 +138,16 @@ def test_past_its_row_limit_the_view_lets_go_of_its_rows_and_ends_on_the_runs_an
     assert (snap["state"], snap["verdict"]) == ("finished", "fail")
     assert snap["checks"]["stale_read"]["violations"] == 2
     assert v.logged["stale_read"] == 2  # and they are Locust failures
+
+
+def test_with_no_analysis_at_the_end_a_broken_run_is_bad_input_not_judged(tmp_path: Path) -> None:
+    """The rows in memory would pass; the run's own record says its target broke the contract."""
+    v = view()
+    v.on_rows("w1", batch("w1", (1, 1 * S), (1, 2 * S)))
+    run = {"rows": 2, "history_complete": True, "contract_broken": "write returned None for key k"}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    v.judge_final(tmp_path)
+    snap = v.snapshot.to_json()
+    assert (snap["state"], snap["verdict"]) == ("finished", "bad input")
+    assert "broke cachestorm's contract" in snap["verdict_reason"]
+    assert v.logged == {}
