@@ -373,10 +373,12 @@ class LiveView:
         return frame_from_tables([table], unify=False)
 
     def judge_window(self) -> None:
+        from analysis.errors import InputError  # noqa: PLC0415
         from analysis.kernels import sharing  # noqa: PLC0415
         from analysis.options import Options  # noqa: PLC0415
         from analysis.outcomes import needed_checks  # noqa: PLC0415
         from analysis.registry import BY_NAME, Context  # noqa: PLC0415
+        from analysis.validate import check_versions  # noqa: PLC0415
         from analysis.verdict import CheckResult  # noqa: PLC0415
 
         snap = self.snapshot
@@ -396,6 +398,13 @@ class LiveView:
             return
         history = self.frame(mark)
         options = Options.resolve({"clock_uncertainty_ns": max(self.uncertainty.values(), default=0)})
+        try:
+            # Versions that repeat or go back are the target's fault, not stale reads to count.
+            check_versions(history, options.tolerance_ns)
+        except InputError as e:
+            snap.verdict, snap.verdict_reason = "bad input", str(e)
+            snap.rows_seen, snap.updated_ns = self.rows, time.time_ns()
+            return
         needed = needed_checks(self.classes())
         checks: dict[str, dict[str, Any]] = {}
         with sharing(history) as h:

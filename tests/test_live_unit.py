@@ -151,3 +151,31 @@ def test_with_no_analysis_at_the_end_a_broken_run_is_bad_input_not_judged(tmp_pa
     assert (snap["state"], snap["verdict"]) == ("finished", "bad input")
     assert "broke cachestorm's contract" in snap["verdict_reason"]
     assert v.logged == {}
+
+
+def test_versions_that_go_back_are_bad_input_mid_run_not_a_flood_of_stale_reads() -> None:
+    def writes(*rows: tuple[int, int, int]) -> pa.RecordBatch:
+        """Ok writes of key k by ``(process, t_complete, version)``."""
+        n = len(rows)
+        cols = {
+            "process": pa.array([r[0] for r in rows], pa.int64()),
+            "node": pa.array(["w1"] * n, pa.string()),
+            "f": pa.array(["write"] * n, SCHEMA.field("f").type),
+            "key": pa.array(["k"] * n, SCHEMA.field("key").type),
+            "status": pa.array(["ok"] * n, SCHEMA.field("status").type),
+            "t_invoke": pa.array([r[1] - 10 for r in rows], SCHEMA.field("t_invoke").type),
+            "t_complete": pa.array([r[1] for r in rows], SCHEMA.field("t_complete").type),
+            "version": pa.array([r[2] for r in rows], SCHEMA.field("version").type),
+        }
+        arrays = [cols[c] if c in cols else pa.nulls(n, SCHEMA.field(c).type) for c in SCHEMA.names]
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+
+    good, bad = view(), view()
+    good.on_rows("w1", writes((1, 1 * S, 1), (1, 2 * S, 2), (1, 3 * S, 3)))
+    bad.on_rows("w1", writes((1, 1 * S, 1), (1, 2 * S, 2), (1, 3 * S, 1)))  # 1, 2, then 1 again
+    for v in (good, bad):
+        v.on_node_finished("w1")
+        v.judge_window()
+    assert good.snapshot.verdict != "bad input"
+    assert bad.snapshot.verdict == "bad input" and "of key 'k'" in bad.snapshot.verdict_reason
+    assert bad.logged == {}
