@@ -129,8 +129,8 @@ def _locust_table(locust: dict[str, Any] | None) -> list[str]:
             pct = row.get("percentiles_ms") or {}
             lines.append(
                 f"{label:<40}{_fmt(row.get('requests')):>10}{_fmt(row.get('failures')):>10}"
-                f"{display.duration_ms(pct.get('50%')):>10}{display.duration_ms(pct.get('95%')):>10}"
-                f"{display.duration_ms(pct.get('99%')):>10}"
+                f"{display.locust_ms(pct.get('50%')):>10}{display.locust_ms(pct.get('95%')):>10}"
+                f"{display.locust_ms(pct.get('99%')):>10}"
             )
     failures = locust.get("failures") or []
     if failures:

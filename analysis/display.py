@@ -60,6 +60,14 @@ def duration_ms(ms: float | None) -> str:
     return duration_us(None if ms is None else float(ms) * US_PER_MS)
 
 
+def locust_ms(ms: float | None) -> str:
+    """A percentile as Locust reports it: whole milliseconds below 100 ms (it rounds each response
+    time), so a 0 says "under half a millisecond", never "0 µs"."""
+    if ms is not None and 0 <= float(ms) < 0.5:
+        return "<1 ms"
+    return duration_ms(ms)
+
+
 def duration_ns(ns: float | None) -> str:
     """A duration given in nanoseconds, as :func:`duration_us` shows it."""
     return duration_us(None if ns is None else float(ns) / NS_PER_US)

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 from locust import events as locust_events
 
 from analysis import display
+from analysis.ops import LIVE_FAILURE_TYPE
 from cachestorm import events
 
 log = logging.getLogger("cachestorm")
@@ -85,7 +86,7 @@ FIRST_ROWS_GRACE_S = 10.0
 #: then the post-run analysis's (summary.json), which judges everything.
 MAX_ROWS = 2_000_000
 #: Locust's request type of the failures the view logs.
-REQUEST_TYPE = "COHERENCE"
+REQUEST_TYPE = LIVE_FAILURE_TYPE
 #: The exit-code-like number of each outcome, as /metrics gives it (docs/checks.md, "Exit status").
 OUTCOME_CODE = {"pass": 0, "fail": 1, "bad input": 2, "unknown": 3, "not applicable": -1}
 

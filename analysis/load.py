@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.errors import InputError
+from analysis.ops import LIVE_FAILURE_TYPE
 from analysis.options import run_clock_uncertainty
 from analysis.validate import check_copies, check_row_count, check_rows, check_schema, check_versions, locate
 from cachestorm.history import SCHEMA
@@ -386,6 +387,7 @@ def load_locust(path: str | Path) -> dict[str, Any] | None:
             section["stats"].append(entry)
     else:
         section["stats_missing"] = True
+    _without_live_failures(section)
     if failures_file.exists():
         frame = _read_csv(failures_file, ("Name", "Occurrences"))
         for row in frame.to_dict("records"):
@@ -397,7 +399,23 @@ def load_locust(path: str | Path) -> dict[str, Any] | None:
                     "occurrences": _number(row.get("Occurrences")),
                 }
             )
+    section["failures"] = [f for f in section["failures"] if f["method"] != LIVE_FAILURE_TYPE]
     return section
+
+
+def _without_live_failures(section: dict[str, Any]) -> None:
+    """Drop the live view's ``COHERENCE`` rows from Locust's stats, and their counts from the
+    Aggregated row: they are the checks' own findings (judged from the history), not requests, and
+    would count twice, as violations and as failed requests."""
+    live = [r for r in section["stats"] if r["type"] == LIVE_FAILURE_TYPE]
+    if not live:
+        return
+    section["stats"] = [r for r in section["stats"] if r["type"] != LIVE_FAILURE_TYPE]
+    for row in section["stats"]:
+        if row["name"] == "Aggregated":
+            for field in ("requests", "failures"):
+                if row[field] is not None:
+                    row[field] -= sum(int(r[field] or 0) for r in live)
 
 
 def _read_csv(file: Path, required: tuple[str, ...]) -> pd.DataFrame:

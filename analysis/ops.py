@@ -81,3 +81,7 @@ LATENCY_GROUPS = (*READ_GROUPS, WRITE, FILL, NOTIFICATION, *CONTENTION_LATENCY_O
 SCHEDULED_GROUPS = (*READ_GROUPS, WRITE)
 
 DEFAULT_LOCK_TTL_MS = 1000
+
+#: Locust's request type of the failures the live view logs (``COHERENCE stale_read``): its
+#: judgements of the history, not requests, so the analysis leaves them out of Locust's figures.
+LIVE_FAILURE_TYPE = "COHERENCE"

@@ -602,6 +602,8 @@ def test_duration_units_and_names() -> None:
     assert display.figure("tolerance_ns", 0) == "0 \u00b5s"
     assert display.pair("age_p50_us", 51_300.3) == "age_p50=51.3 ms"
     assert display.label("reads_checked") == "reads_checked"
+    # Locust rounds each response time to whole ms: its 0 is "under half a millisecond".
+    assert (display.locust_ms(0), display.locust_ms(1), display.locust_ms(None)) == ("<1 ms", "1 ms", "-")
 
 
 @pytest.mark.parametrize(

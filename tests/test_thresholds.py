@@ -220,6 +220,30 @@ def test_success_rate_of_the_history_and_of_locust(tmp_path: Path) -> None:
     assert s["thresholds"]["threshold:success_rate_min.locust"]["figure"] == pytest.approx(0.8)
 
 
+def test_the_live_views_coherence_failures_are_not_locusts_failed_requests(tmp_path: Path) -> None:
+    """COHERENCE rows are the checks' findings, logged by the live view: counted as failed requests
+    they would fail the Locust success rate of a run whose requests all succeeded."""
+    header = STATS_CSV.splitlines()[:1]
+    stats = [
+        *header,
+        "cache,read,100,0,2,2.5,0.4,40,0,120.0,0,2,3,3,3,4,6,9,12,30,40,40",
+        "COHERENCE,stale_read,40,40,0,0,0,0,0,1.0,1.0,0,0,0,0,0,0,0,0,0,0,0",
+        ",Aggregated,140,40,2,2.5,0.4,40,0,121.0,1.0,2,3,3,3,4,6,9,12,30,40,40",
+    ]
+    write_results(tmp_path, clean_rows())
+    (tmp_path / "locust_stats.csv").write_text("\n".join(stats) + "\n")
+    failures = "Method,Name,Error,Occurrences\nCOHERENCE,stale_read,CoherenceViolation('stale_read'),40\n"
+    (tmp_path / "locust_failures.csv").write_text(failures)
+    assert main([str(tmp_path)]) == 0
+    s = summary(tmp_path)
+    assert s["thresholds"]["threshold:success_rate_min.locust"]["figure"] == pytest.approx(1.0)
+    assert [r["type"] for r in s["locust"]["stats"]] == ["cache", ""]
+    assert s["locust"]["failures"] == []
+    # The positive control: the same CSV with the rows named as a request type fails the rate.
+    (tmp_path / "locust_stats.csv").write_text("\n".join(stats).replace("COHERENCE,", "cache,") + "\n")
+    assert main([str(tmp_path)]) == 1
+
+
 def test_a_failed_check_is_not_named_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_results(tmp_path, [*clean_rows(), row("read", 40, 41, 0, process=3, source="hit")])
     assert main([str(tmp_path)]) == 1
