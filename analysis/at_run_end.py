@@ -38,6 +38,13 @@ def judge(environment: Any, run_dir: Path, options: Any, **_kw: Any) -> None:
     """Analyse ``run_dir``, unless ``--end-analysis off`` without ``--verdict``; with ``--verdict``
     the verdict becomes the exit code: 0 pass, 1 fail, 3 unknown, 2 bad input."""
     if not (options.verdict or getattr(options, "end_analysis", True)):
+        # Not judged is unknown, never a pass left to be guessed at.
+        webui.record(
+            environment,
+            run_dir,
+            "unknown",
+            f"not judged (--end-analysis off): run python -m analysis {run_dir}",
+        )
         return
     webui.record(environment, run_dir, "analysing", "the analysis is judging the run")
     code, line = analyse(run_dir)

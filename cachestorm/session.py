@@ -38,6 +38,9 @@ class Session:
     run_rules: Sequence[RunRule] = ()
     # The current run was refused at its start: nothing was reset or recorded, and users stop.
     refused: bool = False
+    # The run is being closed (test_stop's listeners: history, sweep, analysis) though Locust
+    # already says "stopped".
+    closing: bool = False
 
     def on_test_start(self, **_kw: Any) -> None:
         problem = self.run_problem()
@@ -161,11 +164,17 @@ class Session:
     def on_test_stop(self, **_kw: Any) -> None:
         if self.refused:
             return  # nothing was started, so there is nothing to ship or close
-        # Order matters on a local runner: the node ships its last rows before the run is closed.
-        if self.node is not None:
-            self.node.end_run()
-        if self.coordinator is not None:
-            self.coordinator.finish_run()
+        # Locust says "stopped" before this has run: the web UI reads ``closing`` to keep its page
+        # polling until the run is closed (its history, sweep, analysis and live view's end).
+        self.closing = True
+        try:
+            # Order matters on a local runner: the node ships its last rows before the run is closed.
+            if self.node is not None:
+                self.node.end_run()
+            if self.coordinator is not None:
+                self.coordinator.finish_run()
+        finally:
+            self.closing = False
 
     def on_quitting(self, **_kw: Any) -> None:
         runner = self.environment.runner

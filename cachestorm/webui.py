@@ -289,7 +289,13 @@ def attach(environment: Environment) -> WebUI | None:
         if request.endpoint != "locust.request_stats" or response.mimetype != "application/json":
             return response
         stats = response.get_json(silent=True)
-        if isinstance(stats, dict) and stats.get("state") in STOPPING_STATES:
+        state = stats.get("state") if isinstance(stats, dict) else None
+        # A stop pressed in the UI closes the run in the request that stopped it, after Locust
+        # already says "stopped": the page must keep polling until the run's end (the verdict,
+        # the Coherence tab's final figures) has been shown.
+        session = getattr(environment, "cachestorm", None)
+        closing = state == STATE_STOPPED and bool(getattr(session, "closing", False))
+        if isinstance(stats, dict) and (state in STOPPING_STATES or closing):
             # A new response: Locust memoizes the view's, which must keep its real state.
             body = json.dumps({**stats, "state": STATE_RUNNING})
             headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}

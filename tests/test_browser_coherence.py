@@ -71,6 +71,12 @@ def test_the_coherence_tab_shows_stale_reads_rise(page: Any, tmp_path: Path) -> 
         # Stopped by hand mid-run: the run is closed and judged, its verdict shown with the report.
         page.get_by_role("button", name="Stop").click()
         first = wait_verdict(page, "", "fail")
+        # The tab ends on the run's own figures: "verdict", no longer "verdict so far".
+        page.get_by_role("tab", name="Coherence").click()
+        final = page.locator("table tr").filter(has=page.locator("td", has_text=re.compile(r"^verdict$")))
+        final.filter(has_text="FAIL").wait_for(timeout=30_000)
+        assert page.locator("table tr", has_text="verdict so far").count() == 0
+        screenshot(page, "coherence-stopped-run")
         with page.context.expect_page(timeout=RUN_MS) as opened:
             page.click("#cachestorm-report")
         report = opened.value

@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any
 
 import pytest
@@ -359,9 +360,12 @@ def test_the_page_keeps_polling_through_a_stop(make_ui: Any) -> None:
     cleanup left the page there for good, with no New button."""
     cases = [(False, "cleanup", "cleanup"), (True, "cleanup", "running"), (True, "stopping", "running")]
     cases.append((True, "stopped", "stopped"))
+    # Stopped, but the run is still being closed (a stop pressed in the UI closes it in its request).
+    cases += [(True, "stopped-closing", "running"), (False, "stopped-closing", "stopped")]
     for glue, state, shown in cases:
         env, ui = make_ui(glue=glue)
-        env.runner.state = state
+        env.runner.state = state.removesuffix("-closing")
+        env.cachestorm = SimpleNamespace(closing=state.endswith("-closing"))  # type: ignore[attr-defined]
         reply = ui.app.test_client().get("/stats/requests")
         assert reply.get_json()["state"] == shown, (glue, state)
         assert int(reply.headers["Content-Length"]) == len(reply.get_data())
@@ -394,3 +398,17 @@ def test_the_verdict_line_the_banner_shows(tmp_path: Path) -> None:
     # Bad input: the analysis's own line, never a stale summary's verdict.
     line = at_run_end.verdict_line(tmp_path, 2, "analysis: x: run.json is not JSON; rerun\n")
     assert line == "analysis: x: run.json is not JSON; rerun"
+
+
+def test_a_run_not_judged_at_its_end_shows_as_unknown(make_ui: Any, tmp_path: Path) -> None:
+    from analysis import at_run_end  # noqa: PLC0415
+
+    env, ui = make_ui()
+    run = tmp_path / "20260101-000000-abcdef"
+    run.mkdir()
+    webui.record(env, run, "running", "the run is under way")
+    at_run_end.judge(env, run, SimpleNamespace(verdict=False, end_analysis=False))
+    status = ui.app.test_client().get("/cachestorm/status.json").get_json()
+    (shown,) = [r for r in status["runs"] if r["run_id"] == run.name]
+    assert shown["state"] == "unknown" and "--end-analysis off" in shown["line"], shown
+    assert not (run / "summary.json").exists()
