@@ -91,15 +91,8 @@ def test_the_coherence_tab_shows_stale_reads_rise(page: Any, tmp_path: Path) -> 
         dialog = new_run(page)
         fill(dialog, "strategy", "versioned")
         dialog.locator('button[type="submit"]').click()
-        page.wait_for_function(
-            """(old) => {
-                const line = document.querySelector('#cachestorm-line');
-                return line && !line.textContent.startsWith(`run ${old}:`)
-                    && document.querySelector('#cachestorm-state').dataset.state === 'running';
-            }""",
-            arg=first,
-            timeout=RUN_MS,
-        )
+        second = wait_verdict(page, first, "running")
+        assert second != first
         page.get_by_role("tab", name="Coherence").click()
         page.locator("table tr", has_text="verdict so far").wait_for(timeout=30_000)
         screenshot(page, "coherence-second-run")
