@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,15 +104,38 @@ def locust(
     return float(get["num_requests"] / (get["last_request_timestamp"] - get["start_time"]))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(description: str) -> argparse.Namespace:
+    """The load of every round: its length, users, worker processes and keys."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--keys", type=int, default=1000)
-    a = p.parse_args()
-    rates: dict[str, list[float]] = {"bare": [], "checks-on": [], "checks-off": []}
+    return p.parse_args()
+
+
+def side_by_side(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Each run's ops/s, round after round; each round starts with a different run, so none is
+    always the first on a warm or a cold machine."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for i in range(rounds):
+        k = i % len(order)
+        for name in order[k:] + order[:k]:
+            rates[name].append(runs[name]())
+        print(f"round {i + 1}: " + "  ".join(f"{n} {v[-1]:8.0f}/s" for n, v in rates.items()), flush=True)
+    print("median ops/s: " + "  ".join(f"{n} {statistics.median(v):.0f}" for n, v in rates.items()))
+    return rates
+
+
+def median_ratio(rates: dict[str, list[float]], x: str, y: str) -> float:
+    """The median over rounds of run ``x``'s rate over run ``y``'s in the same round."""
+    return statistics.median(n / d for n, d in zip(rates[x], rates[y], strict=True))
+
+
+def main() -> None:
+    a = parse_arguments(__doc__.splitlines()[0])
     with EmbeddedServices() as svc, tempfile.TemporaryDirectory() as tmp:
         urls = svc.start()
         runs = {
@@ -120,19 +143,10 @@ def main() -> None:
             "checks-on": lambda: locust(urls, a, "on", Path(tmp)),
             "checks-off": lambda: locust(urls, a, "off", Path(tmp)),
         }
-        order = list(runs)
-        for i in range(a.rounds):
-            for name in order[i % 3 :] + order[: i % 3]:
-                rates[name].append(runs[name]())
-            print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]:8.0f}/s" for k, v in rates.items()), flush=True)
-
-    def ratio(x: str, y: str) -> float:
-        return statistics.median(n / d for n, d in zip(rates[x], rates[y], strict=True))
-
-    print("median ops/s: " + "  ".join(f"{k} {statistics.median(v):.0f}" for k, v in rates.items()))
-    print(f"median ratio checks-on / bare:       {ratio('checks-on', 'bare'):.3f}")
-    print(f"median ratio checks-off / bare:      {ratio('checks-off', 'bare'):.3f}")
-    print(f"median ratio checks-on / checks-off: {ratio('checks-on', 'checks-off'):.3f}")
+        rates = side_by_side(runs, a.rounds)
+    print(f"median ratio checks-on / bare:       {median_ratio(rates, 'checks-on', 'bare'):.3f}")
+    print(f"median ratio checks-off / bare:      {median_ratio(rates, 'checks-off', 'bare'):.3f}")
+    print(f"median ratio checks-on / checks-off: {median_ratio(rates, 'checks-on', 'checks-off'):.3f}")
 
 
 if __name__ == "__main__":

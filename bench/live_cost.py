@@ -17,8 +17,6 @@ the two (goal >= 0.95).
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,19 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.check_cost import bare, locust  # noqa: E402
+from bench.check_cost import bare, locust, median_ratio, parse_arguments, side_by_side  # noqa: E402
 from cachestorm.services import EmbeddedServices  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=int, default=8)
-    p.add_argument("--concurrency", type=int, default=20)
-    p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--keys", type=int, default=1000)
-    a = p.parse_args()
-    rates: dict[str, list[float]] = {"bare": [], "live-on": [], "live-off": []}
+    a = parse_arguments(__doc__.splitlines()[0])
     with EmbeddedServices() as svc, tempfile.TemporaryDirectory() as tmp:
         urls = svc.start()
         runs = {
@@ -46,17 +37,8 @@ def main() -> None:
             "live-on": lambda: locust(urls, a, "on", Path(tmp), ["--live", "on"], "live-on"),
             "live-off": lambda: locust(urls, a, "on", Path(tmp), ["--live", "off"], "live-off"),
         }
-        order = list(runs)
-        for i in range(a.rounds):
-            for name in order[i % 3 :] + order[: i % 3]:
-                rates[name].append(runs[name]())
-            print(f"round {i + 1}: " + "  ".join(f"{k} {v[-1]:8.0f}/s" for k, v in rates.items()), flush=True)
-
-    def ratio(x: str, y: str) -> float:
-        return statistics.median(n / d for n, d in zip(rates[x], rates[y], strict=True))
-
-    on, off = ratio("live-on", "bare"), ratio("live-off", "bare")
-    print("median ops/s: " + "  ".join(f"{k} {statistics.median(v):.0f}" for k, v in rates.items()))
+        rates = side_by_side(runs, a.rounds)
+    on, off = median_ratio(rates, "live-on", "bare"), median_ratio(rates, "live-off", "bare")
     print(f"median ratio live-on / bare:  {on:.3f}")
     print(f"median ratio live-off / bare: {off:.3f}")
     print(f"(live-on / bare) / (live-off / bare): {on / off:.3f}  (goal >= 0.95)")
