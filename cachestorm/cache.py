@@ -7,6 +7,14 @@ what a failure means: :class:`~cachestorm.target.NoEffect` when the transaction 
 back, :class:`~cachestorm.target.AfterCommit` when the commit happened and the invalidation is
 unknown, anything else when nobody can tell.
 
+A write whose invalidation timed out or lost its connection after its commit sends it again until
+Redis confirms it, for up to :data:`INVALIDATION_RETRY_S`. A timeout does not mean the command
+reached Redis: redis-py opens a new connection with a handshake of its own (``CLIENT SETINFO``),
+and a timeout there reads like any other ("Timeout reading from socket") although the command was
+never sent. Such an invalidation is lost, and the entry it should have replaced is served until
+the next write of the key. Sending an invalidation twice costs at most a miss: a delete, or a
+tombstone that yields to anything as new, and the revocation of a lease taken after the commit.
+
 Its fills are internal steps with an outcome of their own: each is recorded (``f=fill``) through
 ``record_fill``, under a process of its own.
 """
@@ -28,6 +36,12 @@ from cachestorm.target import AfterCommit, NoEffect, Read
 now = time.time_ns
 #: How long a reader without the lease waits for the holder's fill: the lease's own lifetime.
 WAIT_FOR_FILL_S = LEASE_TTL_MS / 1000
+#: How long a write keeps sending an unconfirmed invalidation before it gives up (``info``): longer
+#: than the nemesis's Redis faults (a 6 s pause, a kill and restart), so that the reference cache
+#: rides them out; a Redis away for longer leaves the entry stale, and the judge says so.
+INVALIDATION_RETRY_S = 30.0
+#: The pause between two tries: a refused connection fails at once, and must not spin.
+INVALIDATION_RETRY_PAUSE_S = 0.05
 HIT = "hit"
 MISS = "miss"
 
@@ -49,12 +63,14 @@ class CacheClient:
         strategy: Strategy,
         record_fill: FillRecorder = _no_record,
         fill_delay_ms: float = 0.0,
+        invalidation_retry_s: float = INVALIDATION_RETRY_S,
     ) -> None:
         self.r = r
         self.pg = pg
         self.strategy = strategy
         self.record_fill = record_fill
         self.fill_delay_s = fill_delay_ms / 1000.0
+        self.invalidation_retry_s = invalidation_retry_s
 
     def read(self, key: str) -> Read:
         """GET; on a miss, load from PostgreSQL and fill the cache. Raises when the read failed."""
@@ -115,14 +131,21 @@ class CacheClient:
         return status
 
     def write(self, key: str, payload: str) -> int:
-        """Update the row and commit, then invalidate; the version committed."""
+        """Update the row and commit, then invalidate until Redis confirms it; the version committed."""
         try:
             version = self.pg.write(entity_id(key), payload)
         except (psycopg.Error, LookupError) as e:
             raise NoEffect(str(e)) from e
-        try:
-            self.strategy.invalidate(key, version)
-        except (redis.RedisError, UnknownOutcome) as e:
-            # The commit happened; the invalidation was refused or lost, so the cache may be stale.
-            raise AfterCommit(version, str(e)) from e
-        return version
+        deadline = time.monotonic() + self.invalidation_retry_s
+        while True:
+            try:
+                self.strategy.invalidate(key, version)
+                return version
+            except UnknownOutcome as e:
+                # Lost or not, it is sent again; a refusal (below) is an answer, and final.
+                if time.monotonic() + INVALIDATION_RETRY_PAUSE_S >= deadline:
+                    raise AfterCommit(version, str(e)) from e
+            except redis.RedisError as e:
+                # The commit happened and Redis refused the invalidation: the cache may be stale.
+                raise AfterCommit(version, str(e)) from e
+            gevent.sleep(INVALIDATION_RETRY_PAUSE_S)

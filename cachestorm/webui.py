@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import argument_parser
 from locust.env import Environment
 from locust.runners import STATE_CLEANUP, STATE_RUNNING, STATE_STOPPED, STATE_STOPPING
@@ -166,16 +167,22 @@ class WebUI:
         """Wait for the last run to be closed; what is still in the way, in one line, or None.
 
         Locust shows a run as stopped before its test_stop listeners have run, and these collect
-        the history, sweep the keys and analyse the run on the shape's greenlet; a shape start
-        meanwhile is ignored ("There is an ongoing shape test running"), so a start pressed then
-        would do nothing.
+        the history, sweep the keys and analyse the run: on the shape's greenlet when the shape
+        ended the run, in the stopping request when the UI's Stop did. A start meanwhile would
+        do nothing (a shape start is ignored, "There is an ongoing shape test running") or begin
+        a run whose first rows the last run's close still takes.
         """
         runner = self.environment.runner
-        closing = getattr(runner, "shape_greenlet", None)
-        if runner is None or closing is None or runner.state != STATE_STOPPED:
+        if runner is None or runner.state != STATE_STOPPED:
             return None
-        closing.join(timeout=CLOSE_WAIT_S)
-        if getattr(runner, "shape_greenlet", None) is not None:
+        shape = getattr(runner, "shape_greenlet", None)
+        if shape is not None:
+            shape.join(timeout=CLOSE_WAIT_S)
+        session = getattr(self.environment, "cachestorm", None)
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while getattr(session, "closing", False) and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if getattr(runner, "shape_greenlet", None) is not None or getattr(session, "closing", False):
             return (
                 "the last run is still being closed (history, sweep, analysis): "
                 "start again when its verdict shows"

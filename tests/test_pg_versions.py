@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +20,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from gevent import monkey
+from gevent.threadpool import ThreadPool
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -161,12 +162,18 @@ def app_transaction(conn: psycopg.Connection[Any], rng: random.Random, column: s
 
 
 def hammer(dsn: str, column: str, threads: int = 6, transactions: int = 150) -> dict[int, list[int]]:
-    """Concurrent app transactions; return, per row, the version each committed one left on it."""
+    """Concurrent app transactions; return, per row, the version each committed one left on it.
+
+    On OS threads of gevent's pool, not ``threading``'s: once any test module has imported
+    Locust, this process is monkey-patched and a ``threading.Thread`` is a greenlet, while psycopg,
+    imported before the patching, waits on its sockets without yielding. The observer's loop then
+    never lets the workers run, and the test hung until pytest-timeout killed the observer.
+    """
     committed: dict[int, list[int]] = {}
-    lock = threading.Lock()
+    lock = monkey.get_original("threading", "Lock")()
     errors: list[BaseException] = []
     observed_regressions: list[str] = []
-    stop = threading.Event()
+    stop: list[bool] = []
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
@@ -184,22 +191,25 @@ def hammer(dsn: str, column: str, threads: int = 6, transactions: int = 150) -> 
     def observer() -> None:
         # Another session must never see a key's version go back.
         last: dict[int, int] = {}
-        with psycopg.connect(dsn, autocommit=True) as c:
-            while not stop.is_set():
-                for key, version in pg_versions.read_versions(c, "users", "id", column).items():
-                    if version < last.get(key, 0):
-                        observed_regressions.append(f"key {key}: {last[key]} then {version}")
-                    last[key] = version
+        try:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                while not stop:
+                    for key, version in pg_versions.read_versions(c, "users", "id", column).items():
+                        if version < last.get(key, 0):
+                            observed_regressions.append(f"key {key}: {last[key]} then {version}")
+                        last[key] = version
+        except BaseException as exc:
+            errors.append(exc)
 
-    watcher = threading.Thread(target=observer)
-    watcher.start()
-    workers = [threading.Thread(target=worker, args=(seed,)) for seed in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    stop.set()
-    watcher.join()
+    pool = ThreadPool(threads + 1)
+    try:
+        watcher = pool.spawn(observer)
+        for result in [pool.spawn(worker, seed) for seed in range(threads)]:
+            result.get(timeout=120)
+        stop.append(True)
+        watcher.get(timeout=30)
+    finally:
+        pool.kill()
     assert not errors, errors
     assert not observed_regressions, observed_regressions
     return committed

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import IO, Any
 
+import gevent
 import pytest
 from locust import argument_parser
 from locust import events as locust_events
@@ -369,6 +370,40 @@ def test_the_page_keeps_polling_through_a_stop(make_ui: Any) -> None:
         reply = ui.app.test_client().get("/stats/requests")
         assert reply.get_json()["state"] == shown, (glue, state)
         assert int(reply.headers["Content-Length"]) == len(reply.get_data())
+
+
+def close_at(session: Any, when: float) -> None:
+    # On time.monotonic(), not a gevent timer: the loop's cached time may be long stale here.
+    while time.monotonic() < when:
+        gevent.sleep(0.01)
+    session.closing = False
+
+
+def test_a_start_while_a_stopped_run_is_being_closed_waits_for_the_close(
+    make_ui: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop pressed in the UI closes the run in its own request, after Locust says "stopped"
+    and with no shape greenlet left: a start posted meanwhile waits for the close, and is refused
+    in one line if the close outlasts the wait. user_count is invalid on purpose, so that a start
+    let through is answered by Locust without starting anything."""
+    fields = [("user_count", "x")]
+    for glue in (False, True):
+        env, ui = make_ui(glue=glue)
+        env.runner.state = "stopped"
+        env.cachestorm = SimpleNamespace(closing=True)  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        gevent.spawn(close_at, env.cachestorm, t0 + 0.3)  # type: ignore[attr-defined]
+        reply = swarm(ui, fields).get_json()
+        waited = time.monotonic() - t0
+        assert "still being closed" not in str(reply.get("message"))
+        # The positive control: Locust alone starts (here: answers) at once, mid-close.
+        assert (waited >= 0.3) is glue, (glue, waited)
+    monkeypatch.setattr(webui, "CLOSE_WAIT_S", 0.2)
+    env, ui = make_ui()
+    env.runner.state = "stopped"
+    env.cachestorm = SimpleNamespace(closing=True)  # type: ignore[attr-defined]
+    reply = swarm(ui, fields).get_json()
+    assert reply["success"] is False and "the last run is still being closed" in reply["message"]
 
 
 def test_a_run_file_is_served_with_its_secrets_masked(make_ui: Any, tmp_path: Path) -> None:
