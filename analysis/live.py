@@ -51,6 +51,7 @@ from locust import events as locust_events
 from analysis import display
 from analysis.ops import LIVE_FAILURE_TYPE
 from cachestorm import events
+from cachestorm.webui import base_path
 
 log = logging.getLogger("cachestorm")
 
@@ -717,14 +718,15 @@ def _mount(environment: Any, view: LiveView) -> None:
     web_ui.template_args["extendedTables"] = [*web_ui.template_args.get("extendedTables", []), TABLE]
     app = web_ui.app
     auth = web_ui.auth_required_if_enabled
+    base = base_path(web_ui)
 
-    @app.route("/coherence")
+    @app.route(f"{base}/coherence")
     @auth
     def coherence() -> Response:
         view.watched()
         return Response(json.dumps(view.snapshot.to_json(), default=str), mimetype="application/json")
 
-    @app.route("/metrics")
+    @app.route(f"{base}/metrics")
     @auth
     def metrics() -> Response:
         view.watched()

@@ -49,6 +49,13 @@ STOPPING_STATES = (STATE_CLEANUP, STATE_STOPPING)
 _TYPE_WORDS = {int: "a whole number", float: "a number"}
 
 
+def base_path(web_ui: Any) -> str:
+    """The web UI's ``--web-base-path`` ("" without one): the prefix of Locust's own routes, which
+    cachestorm's carry too, so that a UI served under a path behind a proxy finds them."""
+    blueprint = web_ui.app.blueprints.get("locust") if web_ui is not None else None
+    return str(getattr(blueprint, "url_prefix", None) or "").rstrip("/")
+
+
 @dataclass
 class RunStatus:
     run_id: str
@@ -64,6 +71,8 @@ class WebUI:
 
     def __init__(self, environment: Environment) -> None:
         self.environment = environment
+        #: Where cachestorm's routes are: under the web UI's base path.
+        self.route = base_path(getattr(environment, "web_ui", None)) + ROUTE
         self.runs: dict[str, RunStatus] = {}
         #: What the form last posted, field by field, as typed: what the next form shows.
         self.entered: dict[str, str] = {}
@@ -118,13 +127,13 @@ class WebUI:
             "contention_group": FORM_GROUPS[-1][0],
             "contention_scenarios": list(CONTENTION_SCENARIOS),
             "shape": self.current_shape(),
-            "status": f"{ROUTE}/status.json",
+            "status": f"{self.route}/status.json",
         }
         # cachestorm drives its target; Locust's host is not used, so its missing-host note misleads.
         template_args["missing_host_warning"] = False
         template_args["override_host_warning"] = False
         files = template_args.setdefault("extendedCsvFiles", [])
-        link = {"href": f"{ROUTE}/report", "title": "cachestorm report (last run)"}
+        link = {"href": f"{self.route}/report", "title": "cachestorm report (last run)"}
         if link not in files:
             files.append(link)
 
@@ -213,7 +222,7 @@ class WebUI:
                 del self.runs[old]
         status.state, status.line = state, line
         if (run_dir / "report.html").is_file():
-            status.report = f"{ROUTE}/runs/{run_id}/report.html"
+            status.report = f"{self.route}/runs/{run_id}/report.html"
 
     def latest(self) -> RunStatus | None:
         return max(self.runs.values(), key=lambda r: r.started, default=None)
@@ -283,7 +292,7 @@ def attach(environment: Environment) -> WebUI | None:
         if not page or response.status_code != 200 or response.mimetype != "text/html":
             return response
         body = response.get_data(as_text=True)
-        tag = f'<script src="{ROUTE}/ui.js"></script>'
+        tag = f'<script src="{ui.route}/ui.js"></script>'
         if tag not in body:
             response.set_data(body.replace("</body>", f"{tag}\n</body>", 1))
         return response
@@ -331,10 +340,10 @@ def attach(environment: Environment) -> WebUI | None:
         return redirect(last.report)
 
     guard = web_ui.auth_required_if_enabled
-    app.add_url_rule(f"{ROUTE}/ui.js", "cachestorm_script", guard(script))
-    app.add_url_rule(f"{ROUTE}/status.json", "cachestorm_status", guard(status))
-    app.add_url_rule(f"{ROUTE}/report", "cachestorm_report", guard(last_report))
-    app.add_url_rule(f"{ROUTE}/runs/<run_id>/<path:name>", "cachestorm_run_file", guard(run_file))
+    app.add_url_rule(f"{ui.route}/ui.js", "cachestorm_script", guard(script))
+    app.add_url_rule(f"{ui.route}/status.json", "cachestorm_status", guard(status))
+    app.add_url_rule(f"{ui.route}/report", "cachestorm_report", guard(last_report))
+    app.add_url_rule(f"{ui.route}/runs/<run_id>/<path:name>", "cachestorm_run_file", guard(run_file))
     app.before_request(take_form)
     app.after_request(add_script)
     app.after_request(keep_polling)

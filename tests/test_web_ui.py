@@ -30,6 +30,7 @@ from locust.env import Environment
 from locust.shape import LoadTestShape
 
 import shapes
+from analysis import live
 from cachestorm import options, secrecy, webui
 from cachestorm.options import FORM_GROUPS
 from tests.conftest import ROOT
@@ -188,13 +189,13 @@ def make_ui(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for listener in listeners:
         locust_events.init_command_line_parser.add_listener(listener)
 
-    def make(glue: bool = True) -> tuple[Environment, Any]:
+    def make(glue: bool = True, base: str | None = None) -> tuple[Environment, Any]:
         parsed = argument_parser.get_parser(default_config_files=[]).parse_args([])
         env = Environment(parsed_options=parsed)
         env.available_shape_classes = {name: cls() for name, cls in SHAPES.items()}
         env.shape_class = env.available_shape_classes["StepRamp"]
         env.create_local_runner()
-        ui = env.create_web_ui("127.0.0.1", 0, delayed_start=True)
+        ui = env.create_web_ui("127.0.0.1", 0, delayed_start=True, web_base_path=base)
         if glue:
             webui.attach(env)
         return env, ui
@@ -206,8 +207,8 @@ def make_ui(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             locust_events.init_command_line_parser.remove_listener(listener)
 
 
-def page_args(ui: Any) -> dict[str, Any]:
-    page = ui.app.test_client().get("/").get_data(as_text=True)
+def page_args(ui: Any, base: str = "") -> dict[str, Any]:
+    page = ui.app.test_client().get(base + "/").get_data(as_text=True)
     found = re.search(r"window\.templateArgs = (.*)\n", page)
     assert found is not None, page[:500]
     return json.loads(found.group(1))  # type: ignore[no-any-return]
@@ -404,6 +405,29 @@ def test_a_start_while_a_stopped_run_is_being_closed_waits_for_the_close(
     env.cachestorm = SimpleNamespace(closing=True)  # type: ignore[attr-defined]
     reply = swarm(ui, fields).get_json()
     assert reply["success"] is False and "the last run is still being closed" in reply["message"]
+
+
+def test_every_route_follows_the_web_base_path(make_ui: Any) -> None:
+    """Behind a proxy that serves the UI under a path (``--web-base-path /lt``), Locust's own
+    routes carry the prefix: cachestorm's script, status, report links and the live view's
+    /coherence and /metrics must carry it too, or the page loads without them."""
+    env, ui = make_ui(base="/lt")
+    live.setup(env)
+    client = ui.app.test_client()
+    page = client.get("/lt/").get_data(as_text=True)
+    assert '<script src="/lt/cachestorm/ui.js"></script>' in page
+    args = page_args(ui, "/lt")
+    assert args["cachestorm"]["status"] == "/lt/cachestorm/status.json"
+    report = {"href": "/lt/cachestorm/report", "title": "cachestorm report (last run)"}
+    assert report in args["extendedCsvFiles"]
+    for path in ("/lt/cachestorm/ui.js", "/lt/cachestorm/status.json", "/lt/coherence", "/lt/metrics"):
+        assert client.get(path).status_code == 200, path
+    assert b"cachestorm_live_verdict" in client.get("/lt/metrics").get_data()
+    stats = client.get("/lt/stats/requests").get_json()
+    assert [e["key"] for e in stats["extended_stats"]] == ["coherence"]
+    # The positive control: the unprefixed routes are not there (what a page under /lt/ asked for).
+    for path in ("/cachestorm/ui.js", "/coherence", "/metrics"):
+        assert client.get(path).status_code == 404, path
 
 
 def test_a_run_file_is_served_with_its_secrets_masked(make_ui: Any, tmp_path: Path) -> None:
