@@ -366,16 +366,18 @@ def test_unlocked_writes(r: InstrumentedRedis, rec: Recorder) -> None:
 OPTIONS_PROBE = r"""
 import json, os, sys
 from locust.argument_parser import get_empty_argument_parser
-from users.contention import add_arguments, problems, run_options
+from users.contention import add_arguments, problems
 
 parser = get_empty_argument_parser(add_help=False, default_config_files=[])
+locust_own = set(vars(parser.parse_args([])))
 add_arguments(parser)
 out = {}
 for name, env, args in (("default", {}, []), ("env", {"CACHESTORM_COUNTER_MODE": "unsafe",
                         "CACHESTORM_LOCK_TTL_MS": "250"}, ["--tx-group-size", "1"])):
     os.environ.update(env)
     o = parser.parse_args(args)
-    out[name] = {"options": run_options(o), "problems": problems(o)}
+    added = {k: v for k, v in vars(o).items() if k not in locust_own}
+    out[name] = {"options": added, "problems": problems(o)}
 print(json.dumps(out))
 """
 

@@ -92,24 +92,6 @@ def add_arguments(parser: Any) -> None:
     )
 
 
-# The attribute names of the options above, as Locust parses them.
-OPTION_NAMES = (
-    "counter_mode",
-    "counters",
-    "tx_mode",
-    "tx_groups",
-    "tx_group_size",
-    "lock_mode",
-    "locks",
-    "lock_ttl_ms",
-)
-
-
-def run_options(parsed: Any) -> dict[str, Any]:
-    """The contention options of a run, for run.json's ``options`` (the analysis needs the lock TTL)."""
-    return {name: getattr(parsed, name) for name in OPTION_NAMES}
-
-
 def problems(parsed: Any) -> list[str]:
     """One line per invalid contention option, like cachestorm.options.Options.problems()."""
     out = []
