@@ -6,7 +6,8 @@ an operation whose outcome is unknown (``info``). Keys are drawn uniformly with 
 a renewed process id does not change. The Redis side (scripts, modes,
 statuses) is :mod:`cachestorm.contention`; docs/contention.md describes the workloads.
 
-The options are registered by :func:`add_arguments`, which cachestorm.options calls.
+The options are registered by :func:`add_arguments`, which locustfile.py adds to Locust's
+``init_command_line_parser``; run.json records them with every other custom option.
 """
 
 from __future__ import annotations
