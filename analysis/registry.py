@@ -376,7 +376,7 @@ CHECKS: tuple[Check, ...] = (
         lambda c: runinfo.check_generator_cpu(c.run),
         Chunking.RUN,
         gates=False,
-        console=("nodes", "median_percent", "max_percent", "busy_seconds"),
+        console=("nodes", "median_percent", "max_percent", "busy_seconds", "host_saturated_seconds"),
         headline=("busy_seconds", "max_percent"),
         anchor="generator_cpu-never-fails-by-itself",
         source=Source.RUN,

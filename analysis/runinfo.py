@@ -107,17 +107,46 @@ def check_generator_cpu(run: dict[str, Any] | None) -> CheckResult:
         "busy_nodes": sorted(busy),
         "per_node": per_node,
     }
+    hosts = {
+        str(node): info["host_cpu_percent"]
+        for node, info in (nodes.items() if isinstance(nodes, dict) else ())
+        if isinstance(info, dict) and isinstance(info.get("host_cpu_percent"), dict)
+    }
+    if hosts:
+        # Nodes on one host see the same figures; the worst node's seconds are the host's.
+        saturated = {
+            n: h["busy_samples"] * h["interval_s"] for n, h in hosts.items() if h.get("busy_samples")
+        }
+        figures |= {
+            "host_max_percent": max(h["max"] for h in hosts.values()),
+            "host_median_percent": max(h["median"] for h in hosts.values()),
+            "host_saturated_seconds": max(saturated.values(), default=0),
+            "host_saturated_nodes": sorted(saturated),
+        }
     return CheckResult(name, passed=True, figures=figures)
 
 
 def generator_note(result: CheckResult) -> str | None:
-    """The verdict's note when the load generator was busy (:func:`check_generator_cpu`), else None."""
-    if result.skipped or not result.figures.get("busy_seconds"):
-        return None
+    """The verdict's note when the load generator was busy, or its host saturated
+    (:func:`check_generator_cpu`), else None."""
     f = result.figures
-    nodes = ", ".join(f["busy_nodes"])
-    return (
-        f"the load generator was busy: {nodes} at {f['busy_percent']:g}% CPU or more for "
-        f"{f['busy_seconds']:g} s (max {f['max_percent']:g}%); latencies measured then include the "
-        "generator's own queueing. Spread the users over more processes (--processes) or machines."
-    )
+    if result.skipped or not (f.get("busy_seconds") or f.get("host_saturated_seconds")):
+        return None
+    said = []
+    if f.get("busy_seconds"):
+        said.append(
+            f"the load generator was busy: {', '.join(f['busy_nodes'])} at {f['busy_percent']:g}% CPU "
+            f"or more for {f['busy_seconds']:g} s (max {f['max_percent']:g}%); latencies measured then "
+            "include the generator's own queueing. Spread the users over more processes (--processes) "
+            "or machines."
+        )
+    if f.get("host_saturated_seconds"):
+        said.append(
+            f"the load generator's host was saturated: {', '.join(f['host_saturated_nodes'])} found "
+            f"every CPU of their host {f['busy_percent']:g}% busy or more for "
+            f"{f['host_saturated_seconds']:g} s (max {f['host_max_percent']:g}%); latencies measured "
+            "then include waiting for a CPU, shared "
+            "with whatever else runs there (the embedded services, when the run started them). Run "
+            "the generator on machines of its own, or with fewer users per core."
+        )
+    return " ".join(said)

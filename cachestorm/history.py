@@ -150,6 +150,8 @@ class Shipper:
     schedule_started_ns: int = 0
     # This process's CPU use (percent of one core), sampled once per ship: see cpu_summary().
     cpu_samples: list[float] = field(default_factory=list)
+    # The host's CPU use (percent of all its cores) at the same moments.
+    host_cpu_samples: list[float] = field(default_factory=list)
     cpu_interval_s: float = 1.0
     batches: int = 0
     rows: int = 0
@@ -197,17 +199,21 @@ class Shipper:
                     self.schedule_started_ns + self.clock_offset_ns if self.schedule_started_ns else None
                 ),
                 "cpu_percent": cpu_summary(self.cpu_samples, self.cpu_interval_s),
+                "host_cpu_percent": cpu_summary(self.host_cpu_samples, self.cpu_interval_s),
             },
         )
 
 
 BUSY_CPU_PERCENT = 90.0
 """A Locust process above this share of one core is busy: Locust warns at the same level, since its
-users' greenlets then wait for the loop and the latencies it measures include that wait."""
+users' greenlets then wait for the loop and the latencies it measures include that wait. A host
+above this share of all its cores is saturated: its processes, the generator's and any service's
+on it, wait for a CPU."""
 
 
 def cpu_summary(samples: Sequence[float], interval_s: float = 1.0) -> dict[str, Any] | None:
-    """A node's CPU samples (percent of one core, one per ``interval_s``) as run.json keeps them.
+    """A node's CPU samples, one per ``interval_s``, as run.json keeps them: its process's (percent
+    of one core) or its host's (percent of all its cores).
 
     Example::
 
@@ -242,6 +248,7 @@ class NodeTally:
     clock: dict[str, Any] | None = None
     schedule_started_ns: int | None = None
     cpu_percent: dict[str, Any] | None = None
+    host_cpu_percent: dict[str, Any] | None = None
 
     def missing(self) -> list[int]:
         top = self.final_batches if self.final_batches is not None else max(self.seqs, default=0)
@@ -329,6 +336,7 @@ class Collector:
         started = data.get("schedule_started_ns")
         tally.schedule_started_ns = None if started is None else int(started)
         tally.cpu_percent = data.get("cpu_percent")
+        tally.host_cpu_percent = data.get("host_cpu_percent")
         if self.on_end is not None:
             self.on_end(data["node"])
 
@@ -426,6 +434,7 @@ class Collector:
                 "clock": tally.clock,
                 "schedule_started_ns": tally.schedule_started_ns,
                 "cpu_percent": tally.cpu_percent,
+                "host_cpu_percent": tally.host_cpu_percent,
             }
         run = {
             "schema_version": SCHEMA_VERSION,

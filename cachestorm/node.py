@@ -207,11 +207,14 @@ class Node:
     def _ship_loop(self, shipper: Shipper) -> None:
         process = psutil.Process()
         process.cpu_percent()  # the first call starts the measurement and returns 0
+        psutil.cpu_percent()  # the same for the host's
         while True:
             gevent.sleep(SHIP_INTERVAL_S)
             shipper.ship()
-            # Whether this process kept up with its users: the analysis warns when it did not.
+            # Whether this process kept up with its users, and whether its host had a CPU to
+            # give it: the analysis warns when either did not.
             shipper.cpu_samples.append(process.cpu_percent())
+            shipper.host_cpu_samples.append(psutil.cpu_percent())
 
     def end_run(self) -> None:
         """Users have stopped: ship the last rows and the final count.

@@ -566,6 +566,28 @@ def test_a_busy_generator_is_reported_and_noted_but_never_fails() -> None:
     assert not any("load generator" in n for n in run_checks(None, cpu_run(w1=[9.0])).notes)
 
 
+def test_a_saturated_host_is_reported_and_noted_though_no_process_was_busy() -> None:
+    # Two workers on one host, each at half a core, with the host's every core busy meanwhile.
+    run = cpu_run(w1=[50.0, 48.0, 52.0], w2=[49.0, 51.0, 47.0])
+    nodes = run["nodes"]
+    assert isinstance(nodes, dict)
+    nodes["w1"]["host_cpu_percent"] = cpu_summary([97.0, 99.0, 60.0])
+    nodes["w2"]["host_cpu_percent"] = cpu_summary([96.0, 99.5, 61.0])
+    saturated = check_generator_cpu(run)
+    assert saturated.passed and saturated.figures["busy_seconds"] == 0
+    assert saturated.figures["host_saturated_seconds"] == 2  # the host's, not the sum of its nodes'
+    assert saturated.figures["host_saturated_nodes"] == ["w1", "w2"]
+    assert saturated.figures["host_max_percent"] == 99.5
+    note = generator_note(saturated)
+    assert note is not None and "host was saturated" in note and "2 s" in note
+    assert "load generator was busy" not in note
+    # The positive control's other side: a host with CPU to spare gives no note.
+    nodes["w1"]["host_cpu_percent"] = cpu_summary([70.0, 80.0])
+    nodes["w2"]["host_cpu_percent"] = cpu_summary([71.0, 89.0])
+    calm = check_generator_cpu(run)
+    assert calm.figures["host_saturated_seconds"] == 0 and generator_note(calm) is None
+
+
 def test_generator_cpu_is_skipped_for_runs_without_samples() -> None:
     assert check_generator_cpu(None).skipped
     assert check_generator_cpu({"nodes": {"local": {"rows": 5}}}).skipped

@@ -87,6 +87,8 @@ def test_versioned_under_the_same_load_passes(services: ServiceURLs, tmp_path: P
     cpu = checks["generator_cpu"]
     assert not cpu.get("skipped") and cpu["nodes"] == 1
     assert cpu["per_node"]["local"]["samples"] >= 4 and 0 < cpu["max_percent"] <= 400
+    # And its host's, at the same moments: percent of all cores, which this process's use is part of.
+    assert 0 < cpu["host_max_percent"] <= 100 and cpu["host_saturated_seconds"] >= 0
 
 
 def announced_ports(log: str) -> set[int]:
