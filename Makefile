@@ -38,7 +38,7 @@ three-services: $(BIN)/locust
 		--csv $(RESULTS)/$(RUN_ID)/locust --html $(RESULTS)/$(RUN_ID)/locust.html --verdict $(THREE_SERVICES_ARGS)
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(BIN)/locust
 	$(BIN)/ruff check .
