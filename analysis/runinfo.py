@@ -73,6 +73,16 @@ def check_history_complete(run: dict[str, Any] | None, rows_loaded: int | None =
     return result
 
 
+def _node_summaries(run: dict[str, Any], field: str) -> dict[str, dict[str, Any]]:
+    """Each node's CPU summary ``field`` of ``run.json``, for the nodes that have one."""
+    nodes = run.get("nodes")
+    return {
+        str(node): info[field]
+        for node, info in (nodes.items() if isinstance(nodes, dict) else ())
+        if isinstance(info, dict) and isinstance(info.get(field), dict)
+    }
+
+
 def check_generator_cpu(run: dict[str, Any] | None) -> CheckResult:
     """How busy the load generator was: each node's CPU samples, per ``run.json``. Never fails.
 
@@ -89,12 +99,7 @@ def check_generator_cpu(run: dict[str, Any] | None) -> CheckResult:
     name = "generator_cpu"
     if run is None:
         return CheckResult.skip(name, NO_RUN_NOTE)
-    nodes = run.get("nodes")
-    per_node = {
-        str(node): info["cpu_percent"]
-        for node, info in (nodes.items() if isinstance(nodes, dict) else ())
-        if isinstance(info, dict) and isinstance(info.get("cpu_percent"), dict)
-    }
+    per_node = _node_summaries(run, "cpu_percent")
     if not per_node:
         return CheckResult.skip(name, "run.json has no CPU samples of the load generator")
     busy = {n: c["busy_samples"] * c["interval_s"] for n, c in per_node.items() if c.get("busy_samples")}
@@ -107,11 +112,7 @@ def check_generator_cpu(run: dict[str, Any] | None) -> CheckResult:
         "busy_nodes": sorted(busy),
         "per_node": per_node,
     }
-    hosts = {
-        str(node): info["host_cpu_percent"]
-        for node, info in (nodes.items() if isinstance(nodes, dict) else ())
-        if isinstance(info, dict) and isinstance(info.get("host_cpu_percent"), dict)
-    }
+    hosts = _node_summaries(run, "host_cpu_percent")
     if hosts:
         # Nodes on one host see the same figures; the worst node's seconds are the host's.
         saturated = {
