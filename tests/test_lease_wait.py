@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import gevent
+import gevent.event
 import pytest
 
-from cachestorm.cache import CacheClient
+from cachestorm.cache import WAIT_FOR_FILL_S, CacheClient
 from cachestorm.clients import InstrumentedPG, InstrumentedRedis
 from cachestorm.history import ROW_COLUMNS, Recorder
 from cachestorm.services import ServiceURLs
@@ -46,15 +47,45 @@ def fill_recorder(rec: Recorder, who: int) -> Any:
     return lambda key, status, t0, t1, version: rec.record(who, "fill", key, status, t0, t1, version)
 
 
+class SignallingPG:
+    """The holder's PostgreSQL: sets ``read_done`` once a read has returned.
+
+    So a test starts the race once the holder is between its database read and its fill, however
+    slow the machine, rather than after a guessed sleep.
+    """
+
+    def __init__(self, pg: InstrumentedPG) -> None:
+        self.pg = pg
+        self.read_done = gevent.event.Event()
+
+    def read(self, entity: int) -> tuple[int, str]:
+        got = self.pg.read(entity)
+        self.read_done.set()
+        return got
+
+
+def holder_between_read_and_fill(
+    r: InstrumentedRedis, pg: InstrumentedPG, fill_delay_ms: float, **kwargs: Any
+) -> gevent.Greenlet:
+    """Starts a holder's read of ``KEY`` and returns once it holds the lease and has read."""
+    signalling = SignallingPG(pg)
+    holder = CacheClient(
+        r, cast(InstrumentedPG, signalling), make("versioned", r), fill_delay_ms=fill_delay_ms, **kwargs
+    )
+    first = gevent.spawn(holder.read, KEY)
+    assert signalling.read_done.wait(timeout=10), "the holder never read the database"
+    assert r.client.get(LEASE_PREFIX + KEY) is not None
+    return first
+
+
 def test_the_reader_without_the_lease_serves_the_holders_fill(
     clients: tuple[InstrumentedRedis, InstrumentedPG],
 ) -> None:
     r, pg = clients
-    holder = CacheClient(r, pg, make("versioned", r), fill_delay_ms=150)
+    # The holder's fill comes 1 s after its read: time for the write and the waiter's miss even on
+    # a loaded machine, since the test needs both to come before the fill.
+    first = holder_between_read_and_fill(r, pg, fill_delay_ms=1000)
     waiter = CacheClient(r, pg, make("versioned", r))
-    first = gevent.spawn(holder.read, KEY)
-    gevent.sleep(0.03)  # the holder has its lease and is between its database read and its fill
-    assert r.client.get(LEASE_PREFIX + KEY) is not None
     # Meanwhile version 1 commits; its invalidation has not run yet (the window of the race).
     assert pg.write(4, "new") == 1
     t0 = time.monotonic()
@@ -64,7 +95,7 @@ def test_the_reader_without_the_lease_serves_the_holders_fill(
     # The waiter served the cached version 0, not the database's 1, after waiting for the fill.
     assert (held.version, served.version) == (0, 0)
     assert served.source == "miss"
-    assert 0.08 < waited < 1.0
+    assert 0.08 < waited < WAIT_FOR_FILL_S
 
 
 def test_the_waiter_takes_the_lease_when_an_invalidation_revokes_it(
@@ -73,10 +104,8 @@ def test_the_waiter_takes_the_lease_when_an_invalidation_revokes_it(
     r, pg = clients
     rec = Recorder()
     strategy = make("versioned", r)
-    holder = CacheClient(r, pg, strategy, fill_recorder(rec, 1), fill_delay_ms=300)
+    first = holder_between_read_and_fill(r, pg, fill_delay_ms=1000, record_fill=fill_recorder(rec, 1))
     waiter = CacheClient(r, pg, strategy, fill_recorder(rec, 2))
-    first = gevent.spawn(holder.read, KEY)
-    gevent.sleep(0.03)
     writer = gevent.spawn(lambda: strategy.invalidate(KEY, pg.write(4, "new")))  # revokes the lease
     served = waiter.read(KEY)
     writer.join()
