@@ -322,14 +322,16 @@ def test_lock_cycle(r: InstrumentedRedis, rec: Recorder) -> None:
 
 def test_expired_lock_is_not_released_by_its_old_owner(r: InstrumentedRedis, rec: Recorder) -> None:
     locks = Locks(r, rec, "locked", ttl_ms=50)
+    # The new holder's lock lasts: on a loaded machine 50 ms can pass between two of its steps.
+    lasting = Locks(r, rec, "locked", ttl_ms=30_000)
     _, old = locks.acquire(1, 0)
     time.sleep(0.1)  # the TTL runs out while process 1 still thinks it holds the lock
-    status, new = locks.acquire(2, 0)
+    status, new = lasting.acquire(2, 0)
     assert status == "ok"
     assert old is not None and new is not None and new > old
     assert locks.release(1, 0, old) == "fail"
     assert r.client.get(lock_key(0)) == str(new).encode()  # the new holder keeps it
-    assert locks.release(2, 0, new) == "ok"
+    assert lasting.release(2, 0, new) == "ok"
 
 
 def test_guarded_write_refuses_a_stale_token(r: InstrumentedRedis, rec: Recorder) -> None:

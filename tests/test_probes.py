@@ -36,17 +36,21 @@ def rows(recorder: Recorder) -> list[dict[str, Any]]:
 
 def test_probes_read_the_cache_at_each_delay_after_the_write(r: InstrumentedRedis) -> None:
     recorder = Recorder()
-    prober = Prober(partial(peek_redis, r), recorder, (0.05, 0.3), rate=1.0, new_process=count(100).__next__)
+    prober = Prober(partial(peek_redis, r), recorder, (0.05, 1.0), rate=1.0, new_process=count(100).__next__)
     r.client.set(KEY, encode_entry(4, "old"))  # an entry older than the write we probe
     done = time.time_ns()
     prober.after_write(KEY, 5, done)
-    gevent.sleep(0.15)
-    r.client.set(KEY, "t5")  # the invalidation's tombstone lands between the two probes
+    # The invalidation's tombstone lands between the two probes: once the first has read.
+    deadline = time.monotonic() + 0.9
+    while not recorder.rows and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert len(recorder.rows) == 1, "the first probe had not read within 0.9 s of the write"
+    r.client.set(KEY, "t5")
     prober.group.join(timeout=5)
     first, second = rows(recorder)
     assert first["f"] == second["f"] == "probe"
     assert first["process"] == second["process"] == 100
-    assert (first["t_intended"], second["t_intended"]) == (done + 50_000_000, done + 300_000_000)
+    assert (first["t_intended"], second["t_intended"]) == (done + 50_000_000, done + 1_000_000_000)
     assert first["t_invoke"] >= first["t_intended"] and second["t_invoke"] >= second["t_intended"]
     assert (first["source"], first["version"], first["value"]) == ("entry", 4, 5)
     assert (second["source"], second["version"], second["value"]) == ("tombstone", None, 5)
