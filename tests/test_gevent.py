@@ -51,6 +51,7 @@ print(json.dumps({k: v / elapsed for k, v in done.items()}))
 
 def test_pg_and_redis_calls_are_cooperative(services: ServiceURLs) -> None:
     # 50 users each sleeping 0.1 s server-side: 500/s if they overlap, 10/s if each blocks the loop.
+    # The bounds sit 6 to 10 times above blocking and far below overlap, so a loaded machine passes.
     out = subprocess.run(
         [sys.executable, "-c", PROBE, services.pg_dsn, services.redis_url],
         capture_output=True,
@@ -59,7 +60,7 @@ def test_pg_and_redis_calls_are_cooperative(services: ServiceURLs) -> None:
         check=True,
     )
     rates = json.loads(out.stdout.strip().splitlines()[-1])
-    assert rates["pg"] > 350, rates
+    assert rates["pg"] > 100, rates
     # Redis times blocking commands out on its 10 Hz cron, so each BLPOP lasts 0.1-0.2 s: 250-500/s
-    # when cooperative, still 10/s when not.
-    assert rates["redis"] > 150, rates
+    # when cooperative, still 10/s when not (5 to 10/s).
+    assert rates["redis"] > 60, rates
