@@ -26,7 +26,7 @@ from locust.argument_parser import default_args_dict
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner
 
-from cachestorm import embedded, events, target_loader
+from cachestorm import embedded, events, locust_fixes, target_loader
 from cachestorm.history import ROW_COLUMNS, Collector, Recorder
 from cachestorm.nemesis import Nemesis, parse_schedule
 from cachestorm.options import Options
@@ -346,6 +346,11 @@ class Coordinator:
             },
         }
         self.close_target()
+        try:
+            # The run-end analysis reads them next; Locust writes their final version only at exit.
+            locust_fixes.write_csv_now(self.environment)
+        except (OSError, ValueError) as e:
+            log.warning("cachestorm: Locust's --csv files could not be brought up to date (%s)", e)
         run = c.finalize(meta)
         assert self.run_dir is not None
         state = "complete" if run["history_complete"] else "INCOMPLETE"

@@ -24,7 +24,7 @@ import psutil
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from cachestorm import target_loader
+from cachestorm import locust_fixes, target_loader
 from cachestorm.clock import PINGS_PER_ROUND, PONG_TIMEOUT_S, ROUND_INTERVAL_S, ClockTrack, Exchange
 from cachestorm.history import Recorder, Shipper
 from cachestorm.operations import Operations
@@ -67,6 +67,7 @@ class Node:
     target: Any = None
     operations: Operations | None = None
     fire: Any = None
+    batched: BatchedRequests | None = None
     #: The target's notifier for WebSocket listeners ("" when it has none).
     ws_url: str = ""
     # Set by a shape's quiesce phase; user classes that write check it before each write.
@@ -113,10 +114,11 @@ class Node:
         if isinstance(runner, WorkerRunner):
             self.process_base = (max(runner.worker_index, 0) + 1) * NODE_PROCESS_STRIDE
         if self.fire is None:
-            batched = o.request_events == "batched"
-            self.fire = (
-                BatchedRequests(self.environment).fire if batched else self.environment.events.request.fire
-            )
+            if o.request_events == "batched":
+                self.batched = BatchedRequests(self.environment)
+                self.fire = self.batched.fire
+            else:
+                self.fire = self.environment.events.request.fire
         self.recorder.enabled = o.history
         self.recorder.take()
         # A new instance every run: the target and its options may have changed in the web UI.
@@ -230,6 +232,13 @@ class Node:
         if self.ship_greenlet is not None:
             self.ship_greenlet.kill(block=True)
             self.ship_greenlet = None
+        if self.batched is not None:
+            self.batched.flush()
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner):
+            # Before the last rows: the master judges the run once it has them, and Locust's
+            # figures of it must then be whole too.
+            locust_fixes.report_stats_now(runner)
         if self.shipper is not None:
             self.shipper.end()
 

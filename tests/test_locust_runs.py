@@ -107,9 +107,17 @@ def test_two_worker_processes_on_embedded_services(tmp_path: Path) -> None:
     args = (
         f"-f {CONTENTION} --headless --only-summary --processes 2 --ramp-users 30 --ramp-time 0 --hold-time 6"
     )
-    args += " --quiesce-time 1 --keys 50 --listeners 2 --run-id dist"
+    args += " --quiesce-time 1 --keys 50 --listeners 2 --run-id dist --verdict"
+    args += f" --csv {tmp_path / 'dist' / 'locust'}"
     out = run_locust([*args.split(), "--results-dir", str(tmp_path)])
     assert out.returncode == 0, out.stderr[-3000:]
+    # The analysis the run ended with (--verdict) saw Locust's final figures, the ones Locust wrote
+    # at its exit. Before, a worker's last report came only with the quit, after the analysis.
+    judged = json.loads((tmp_path / "dist" / "summary.json").read_text())["locust"]["stats"]
+    final = pd.read_csv(tmp_path / "dist" / "locust_stats.csv")
+    assert {r["name"]: r["requests"] for r in judged} == dict(
+        zip(final["Name"], final["Request Count"], strict=True)
+    )
     run = json.loads((tmp_path / "dist" / "run.json").read_text())
     assert run["history_complete"] is True
     workers = {n: v for n, v in run["nodes"].items() if n != "master"}
