@@ -19,7 +19,8 @@ What it shows (docs/dashboards.md):
 
 - a **Coherence** tab in the web UI (Locust's ``extendedTabs`` / ``extendedTables``; its rows ride
   on the ``/stats/requests`` answer the UI polls every 2 s);
-- ``/coherence``: the same figures as JSON; ``/metrics``: the same in Prometheus's text format;
+- ``/coherence``: the same figures as JSON; ``/metrics``: the same in Prometheus's text format
+  (on the web UI, and with ``--live-bind HOST:PORT`` on a server of their own, for headless runs);
 - each violation as a Locust failure, ``COHERENCE <check>``, so that the failure ratio, the
   Failures tab, ``--exit-code-on-error`` and Locust's thresholds see them.
 
@@ -51,6 +52,7 @@ from locust import events as locust_events
 from analysis import display
 from analysis.ops import LIVE_FAILURE_TYPE
 from cachestorm import events
+from cachestorm.embedded import fatal
 from cachestorm.webui import base_path
 
 log = logging.getLogger("cachestorm")
@@ -710,28 +712,12 @@ def _mount(environment: Any, view: LiveView) -> None:
     web_ui = environment.web_ui
     if web_ui is None:
         return
-    import json  # noqa: PLC0415
-
     from flask import Response, request  # noqa: PLC0415
 
     web_ui.template_args["extendedTabs"] = [*web_ui.template_args.get("extendedTabs", []), TAB]
     web_ui.template_args["extendedTables"] = [*web_ui.template_args.get("extendedTables", []), TABLE]
     app = web_ui.app
-    auth = web_ui.auth_required_if_enabled
-    base = base_path(web_ui)
-
-    @app.route(f"{base}/coherence")
-    @auth
-    def coherence() -> Response:
-        view.watched()
-        return Response(json.dumps(view.snapshot.to_json(), default=str), mimetype="application/json")
-
-    @app.route(f"{base}/metrics")
-    @auth
-    def metrics() -> Response:
-        view.watched()
-        body, content_type = metrics_text(view.snapshot)
-        return Response(body, content_type=content_type)
+    _routes(app, view, base_path(web_ui), web_ui.auth_required_if_enabled)
 
     @app.after_request
     def extend_stats(response: Response) -> Response:
@@ -749,6 +735,64 @@ def _mount(environment: Any, view: LiveView) -> None:
         return response
 
 
+def _routes(app: Any, view: LiveView, base: str = "", auth: Any = lambda fn: fn) -> None:
+    """``/coherence`` and ``/metrics`` on a Flask ``app``, under ``base``, behind ``auth``."""
+    from flask import Response  # noqa: PLC0415
+
+    @app.route(f"{base}/coherence")
+    @auth
+    def coherence() -> Response:
+        view.watched()
+        return Response(json.dumps(view.snapshot.to_json(), default=str), mimetype="application/json")
+
+    @app.route(f"{base}/metrics")
+    @auth
+    def metrics() -> Response:
+        view.watched()
+        body, content_type = metrics_text(view.snapshot)
+        return Response(body, content_type=content_type)
+
+
+class BindError(ValueError):
+    """``--live-bind`` names no address this process can listen on; the message says why."""
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as ``(host, port)``; port 0 takes a free one.
+
+    >>> parse_bind("127.0.0.1:9646")
+    ('127.0.0.1', 9646)
+    >>> parse_bind("[::1]:0")
+    ('::1', 0)
+    """
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BindError(f"--live-bind {text!r}: not HOST:PORT; give e.g. 127.0.0.1:9646 (port 0: a free one)")
+    return host, int(port)
+
+
+def serve(view: LiveView, bind: str) -> Any:
+    """Serve ``/coherence`` and ``/metrics`` at ``bind`` (``HOST:PORT``), without the web UI: for
+    headless runs, whose master has none. Returns the started server (gevent's WSGIServer);
+    raises :class:`BindError` when it cannot listen there."""
+    from flask import Flask  # noqa: PLC0415
+    from gevent.pywsgi import WSGIServer  # noqa: PLC0415
+
+    host, port = parse_bind(bind)
+    app = Flask("cachestorm-live")
+    _routes(app, view)
+    server = WSGIServer((host, port), app, log=None, error_log=log)
+    try:
+        server.start()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise BindError(f"--live-bind {bind}: cannot listen there ({reason}); pick a free port") from None
+    shown = f"[{host}]" if ":" in host else host
+    log.info("cachestorm: live figures at http://%s:%d/metrics and /coherence", shown, server.server_port)
+    return server
+
+
 def add_arguments(parser: Any) -> None:
     # Locust's UI flags work on the parser itself, not on groups.
     parser.add_argument(
@@ -760,6 +804,15 @@ def add_arguments(parser: Any) -> None:
         help="judge coherence while the run goes: the web UI's Coherence tab, /coherence, /metrics and "
         "COHERENCE failures (default on; off only to measure its cost)",
     )
+    parser.add_argument(
+        "--live-bind",
+        default="",
+        metavar="HOST:PORT",
+        env_var="CACHESTORM_LIVE_BIND",
+        include_in_web_ui=False,
+        help="also serve /coherence and /metrics at HOST:PORT, with or without the web UI (a headless "
+        "run's master has none), e.g. 127.0.0.1:9646; port 0 takes a free one, named in the log",
+    )
 
 
 def setup(environment: Any, **_kw: Any) -> LiveView | None:
@@ -770,6 +823,8 @@ def setup(environment: Any, **_kw: Any) -> LiveView | None:
     if isinstance(environment.runner, WorkerRunner) or environment.runner is None:
         return None
     if parsed is not None and getattr(parsed, "live", "on") == "off":
+        if getattr(parsed, "live_bind", ""):
+            fatal("--live-bind needs the live view: drop --live off, or --live-bind")
         return None
     # Loaded now, at start-up, rather than at the first judgement: importing pandas and the checks
     # takes a second or more of CPU, which in the first seconds of a run the workers would feel.
@@ -790,6 +845,12 @@ def setup(environment: Any, **_kw: Any) -> LiveView | None:
     events.node_finished.add_listener(mine(view.on_node_finished))
     events.run_finished.add_listener(mine(view.on_run_finished))
     _mount(environment, view)
+    if bind := getattr(parsed, "live_bind", ""):
+        try:
+            server = serve(view, bind)
+        except BindError as e:
+            fatal(str(e))
+        environment.events.quitting.add_listener(lambda **_kw: server.stop(timeout=1))
     environment.cachestorm_live = view
     return view
 
