@@ -85,10 +85,10 @@ def test_a_headless_run_serves_its_live_figures(services: ServiceURLs, tmp_path:
                     continue
                 if metric(text, "cachestorm_live_verdict") == 1.0 and snapshot["state"] == "running":
                     found = {"metrics": text, "snapshot": snapshot}
+                    with pytest.raises(urllib.error.HTTPError, match="404"):
+                        get(base + "/stats/requests")  # the figures alone: no web UI behind them
                     break
                 time.sleep(0.2)
-            with pytest.raises(urllib.error.HTTPError, match="404"):
-                get(base + "/stats/requests")  # the figures alone: no web UI behind them
         finally:
             code = proc.wait(timeout=90)
     assert found, log.read_text()[-3000:]
