@@ -39,10 +39,9 @@ MSG_DRAIN = "cachestorm_drain"
 STATS_INTERVAL_S = 1.0
 # How often the master checks for a due part and for missing workers: well under the flush interval.
 TICK_S = 0.5
-#: How long the run's end waits for workers' Locust statistics still on their way. Locust's RPC
-#: client resends a message its socket refused after 1, 3 and 5 s, so a report can arrive up to
-#: 9 s after a later one; it is waited for only when one is known to be missing.
-LOCUST_REPORTS_WAIT_S = 10.0
+#: How long the run's end waits for workers' Locust statistics still on their way: a report in
+#: flight when the worker sent its last one arrives within a moment, not a reporter's interval.
+LOCUST_REPORTS_WAIT_S = 5.0
 
 
 def new_run_id() -> str:
