@@ -39,9 +39,6 @@ MSG_DRAIN = "cachestorm_drain"
 STATS_INTERVAL_S = 1.0
 # How often the master checks for a due part and for missing workers: well under the flush interval.
 TICK_S = 0.5
-#: How long the run's end waits for workers' Locust statistics still on their way: a report in
-#: flight when the worker sent its last one arrives within a moment, not a reporter's interval.
-LOCUST_REPORTS_WAIT_S = 5.0
 
 
 def new_run_id() -> str:
@@ -253,20 +250,6 @@ class Coordinator:
                 ", ".join(sorted(c.waiting_for() - self.lost_workers(c) - known)),
             )
 
-    def await_locust_reports(self) -> None:
-        """Wait (a bounded time) for every worker's Locust statistics up to its last report, which
-        it sent before its last rows; one made earlier may still be on its way."""
-        deadline = time.monotonic() + LOCUST_REPORTS_WAIT_S
-        while (missing := locust_fixes.reports_missing(self.environment)) and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-        if missing:
-            log.warning(
-                "cachestorm: Locust's statistics from %s did not all arrive within %g s: the run's "
-                "Locust figures may be short",
-                ", ".join(missing),
-                LOCUST_REPORTS_WAIT_S,
-            )
-
     def final_reads(self, c: Collector) -> None:
         """Run the ``final_reads(redis, recorder, parsed_options)`` hook of each user class that
         has one (e.g. CounterUser reads every counter once the users have stopped)."""
@@ -320,7 +303,6 @@ class Coordinator:
             self.nemesis.stop()
             self.nemesis = None
         self.drain()
-        self.await_locust_reports()
         self.stop_tick()
         if self.stats_greenlet is not None:
             self.stats_greenlet.kill(block=True)

@@ -14,10 +14,7 @@
   analysis, which runs before the quit, saw about a fifth fewer requests than Locust's own
   final figures in a 6 s ``--processes 2`` run. :func:`report_stats_now` sends the report at once;
   the node calls it when its users have stopped, before its last history rows, so the master has
-  every worker's figures when it has every worker's rows. A report Locust's own 3 s reporter
-  made just before may still be on its way after ours (two greenlets sending on one socket), so
-  each report is numbered (:func:`number_reports`) and the master waits for every one up to the
-  worker's last (:func:`reports_missing`): 5.6% of a run's requests were missing once without it.
+  every worker's figures when it has every worker's rows.
 - **``--csv`` files lag.** Locust rewrites ``*_stats.csv`` and ``*_failures.csv`` every second and
   flushes ``*_stats_history.csv`` every 5 s; their final versions are written at exit, after the
   run-end analysis has read them. :func:`write_csv_now` brings them up to date first.
@@ -64,39 +61,6 @@ def apply() -> None:
         _csv_writers.add(self)
 
     locust_stats.StatsCSVFileWriter.__init__ = noted  # type: ignore[method-assign]
-
-
-#: The key of a worker's statistics report that numbers it among the worker's reports.
-REPORT_SEQ = "cachestorm_report_seq"
-_made: weakref.WeakKeyDictionary[Environment, int] = weakref.WeakKeyDictionary()
-#: On the master, per environment: worker id to (reports received, the highest number seen).
-_received: weakref.WeakKeyDictionary[Environment, dict[str, list[int]]] = weakref.WeakKeyDictionary()
-
-
-def number_reports(environment: Environment) -> None:
-    """On a worker: number each statistics report it sends (:data:`REPORT_SEQ`), from 1."""
-
-    def numbered(data: dict[str, Any], **_kw: Any) -> None:
-        _made[environment] = data[REPORT_SEQ] = _made.get(environment, 0) + 1
-
-    environment.events.report_to_master.add_listener(numbered)
-
-
-def count_reports(environment: Environment) -> None:
-    """On the master: count each worker's statistics reports as they are merged."""
-    received = _received.setdefault(environment, {})
-
-    def counted(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-        tally = received.setdefault(client_id, [0, 0])
-        tally[0] += 1
-        tally[1] = max(tally[1], int(data.get(REPORT_SEQ) or 0))
-
-    environment.events.worker_report.add_listener(counted)
-
-
-def reports_missing(environment: Environment) -> list[str]:
-    """The workers some of whose numbered reports, up to the highest seen, have not arrived."""
-    return sorted(c for c, (got, seq) in _received.get(environment, {}).items() if got < seq)
 
 
 def report_stats_now(runner: WorkerRunner) -> None:

@@ -69,10 +69,6 @@ def register(environment: Environment, run_rules: Sequence[RunRule] = ()) -> Ses
     """
     locust_fixes.apply()
     runner = environment.runner
-    if isinstance(runner, WorkerRunner):
-        locust_fixes.number_reports(environment)
-    elif isinstance(runner, MasterRunner):
-        locust_fixes.count_reports(environment)
     # Before the secrecy: what the form glue puts in the page is masked with the rest.
     ui = webui.attach(environment) if not isinstance(runner, WorkerRunner) else None
     secrecy.protect(environment)

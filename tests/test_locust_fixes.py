@@ -59,24 +59,3 @@ def test_the_csv_files_are_brought_up_to_date(tmp_path: Path) -> None:
         assert pd.read_csv(tmp_path / "locust_stats.csv")["Request Count"].tolist() == [4, 4]
     finally:
         writer.close_files()
-
-
-def test_a_report_still_on_its_way_is_waited_for() -> None:
-    worker, master = Environment(), Environment()
-    locust_fixes.number_reports(worker)
-    locust_fixes.count_reports(master)
-    reports = []
-    for _ in range(3):
-        data: dict[str, object] = {}
-        worker.events.report_to_master.fire(client_id="w1", data=data)
-        reports.append(data)
-    assert [d[locust_fixes.REPORT_SEQ] for d in reports] == [1, 2, 3]
-    # The second report overtaken by the third: the master knows one is missing.
-    master.events.worker_report.fire(client_id="w1", data=reports[0])
-    master.events.worker_report.fire(client_id="w1", data=reports[2])
-    assert locust_fixes.reports_missing(master) == ["w1"]
-    master.events.worker_report.fire(client_id="w1", data=reports[1])
-    assert locust_fixes.reports_missing(master) == []
-    # A worker whose reports carry no number (not cachestorm's) is never waited for.
-    master.events.worker_report.fire(client_id="w2", data={})
-    assert locust_fixes.reports_missing(master) == []
